@@ -1,0 +1,115 @@
+"""Open stores by URL: a lazy registry of schemes plus an entry-point group.
+
+``open_store("memory://")``, ``open_store("sqlite:///path/ctx.db")``, and
+later ``redis://``, ``postgresql://`` ... Built-in backends are registered
+by *import path* and imported only when a URL with their scheme is opened,
+so ``import context_framework`` pulls in no driver. Third-party packages
+register a store class under the entry-point group ``context_framework.stores``::
+
+    [project.entry-points."context_framework.stores"]
+    mystore = "mypackage.stores:MyStore"
+
+A store class opened by URL must provide ``from_url(url, **options)``
+(``BaseContextStore`` subclasses get one from :class:`UrlOptions`-style
+parsing in their own module).
+
+Query parameters common to every store: ``namespace`` and ``max_value_size``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .exceptions import ContextConfigurationError, MissingDependencyError
+
+__all__ = ["ENTRY_POINT_GROUP", "available_schemes", "open_store", "register_store"]
+
+ENTRY_POINT_GROUP = "context_framework.stores"
+
+# scheme -> "module:Class" (lazy) or the class itself
+_registry: dict[str, Any] = {
+    "memory": "context_framework.in_memory_context_store:InMemoryContextStore",
+    "mem": "context_framework.in_memory_context_store:InMemoryContextStore",
+    "sqlite": "context_framework.sqlite_store:SQLiteContextStore",
+}
+# extra needed per built-in scheme, to name it when the import fails
+_extras: dict[str, str] = {}
+_entry_points_loaded = False
+
+
+def register_store(scheme: str, target: Any, *, replace: bool = False) -> None:
+    """Register a store class (or ``"module:Class"`` string) for a URL scheme."""
+    scheme = scheme.lower()
+    if not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
+        raise ContextConfigurationError(f"invalid URL scheme {scheme!r}")
+    if scheme in _registry and not replace and _registry[scheme] != target:
+        raise ContextConfigurationError(
+            f"URL scheme {scheme!r} is already registered to {_registry[scheme]!r}; "
+            "pass replace=True to override it"
+        )
+    _registry[scheme] = target
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        _registry.setdefault(ep.name.lower(), ep.value)
+
+
+def available_schemes() -> list[str]:
+    """Every registered URL scheme (built-in, registered, and from entry points)."""
+    _load_entry_points()
+    return sorted(_registry)
+
+
+def _resolve(scheme: str) -> Any:
+    if scheme not in _registry:
+        _load_entry_points()
+    if scheme not in _registry:
+        raise ContextConfigurationError(
+            f"no store is registered for URL scheme {scheme!r}; "
+            f"known schemes: {', '.join(available_schemes())}"
+        )
+    target = _registry[scheme]
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            extra = _extras.get(scheme)
+            if extra and not isinstance(exc, MissingDependencyError):
+                raise MissingDependencyError.for_extra(extra, exc.name or module_name) from exc
+            raise
+        target = getattr(module, attr)
+        _registry[scheme] = target
+    return target
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """Split ``url`` into the part before ``?`` and its query options."""
+    base, _, query = url.partition("?")
+    return base, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
+
+
+def open_store(url: str, **options: Any) -> Any:
+    """Open a store from a URL such as ``memory://`` or ``sqlite:///ctx.db``.
+
+    Keyword ``options`` override query parameters of the URL.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ContextConfigurationError(
+            f"a store URL looks like 'memory://' or 'sqlite:///path/to/ctx.db', got {url!r}"
+        )
+    scheme = urlsplit(url).scheme.lower()
+    cls = _resolve(scheme)
+    from_url = getattr(cls, "from_url", None)
+    if from_url is None:
+        raise ContextConfigurationError(f"{cls!r} registered for {scheme!r} has no from_url()")
+    return from_url(url, **options)
