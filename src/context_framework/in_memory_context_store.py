@@ -1,14 +1,28 @@
 """``InMemoryContextStore``: a thread-safe store that lives in this process.
 
 It keeps a private copy of each value and hands out fresh copies, applies
-the same key and value rules as every other store, and is the fastest
-store by far. Its data is gone when the process exits; pickling it (e.g. to
-send it to a worker) sends a snapshot of its data, not a shared view.
+the same key and value rules as every other store, and is the fastest store
+by far. Its data is gone when the process exits; pickling it (e.g. to send
+it to a worker) sends a snapshot of its data, not a shared view.
 
-Keys are kept in a canonical form: tuples of exact ``str``/``int`` parts
-(the common case) are used as they are; any other key is kept as its
-encoded bytes, so ``("row", 1)``, ``("row", True)`` and ``("row", 1.0)``
-never collide although Python considers them equal.
+Keys are kept in a canonical form: tuples of exact ``str``/``int`` parts (the
+common case) are used as they are; any other key is kept as its encoded
+bytes, so ``("row", 1)``, ``("row", True)`` and ``("row", 1.0)`` never collide
+although Python considers them equal.
+
+Concurrency model. Every entry is a private ``dict`` that only this module
+touches. ``set``/``set_many``/``delete`` replace or remove whole entries with
+one dict operation each, which is atomic, so they need no lock. ``update``
+and ``increment`` are serialised by a lock and change the entry *in place*
+with one ``dict.update`` call (or insert it with ``setdefault``). A ``set``
+racing an ``update`` therefore either replaces the entry before the update
+reads it (the update applies on top) or after (the update's effect is
+overwritten, as if it ran first): every interleaving is some serial order,
+and no write is lost.
+
+Fields holding lists or dicts are kept as JSON text (``_Json``) inside the
+entry, flagged by the reserved non-string key ``None``; ``get`` decodes them
+into fresh objects, so nested values never alias either.
 """
 
 from __future__ import annotations
@@ -27,33 +41,53 @@ from .base_store import (
 )
 from .exceptions import ContextStoreClosedError
 from .keys import Key, decode_key, encode_key, encode_prefix, normalize_key
-from .values import _INT_MAX, _INT_MIN, DEFAULT_MAX_VALUE_SIZE, dumps_json, prepare_value
+from .values import (
+    _INT_MAX,
+    _INT_MIN,
+    DEFAULT_MAX_VALUE_SIZE,
+    check_size,
+    dumps_json,
+    loads_json,
+    prepare_value,
+)
 
 __all__ = ["InMemoryContextStore"]
 
 
-class _Nested:
-    """A stored value that holds lists or dicts: kept as JSON, decoded on each get."""
+class _Json:
+    """A nested field (list or dict) kept as JSON text inside an entry."""
 
     __slots__ = ("text",)
 
     def __init__(self, text: str) -> None:
         self.text = text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Json, (self.text,))
 
-def _freeze(value: Metadata) -> Metadata | _Nested:
+
+def _freeze(value: Metadata) -> dict[Any, Any]:
+    """Entry for a validated value: itself if flat, else with nested fields as JSON."""
     for v in value.values():
         if type(v) is dict or type(v) is list:
-            return _Nested(dumps_json(value))
-    return value
+            break
+    else:
+        return value
+    entry: dict[Any, Any] = {
+        k: (_Json(dumps_json(v)) if type(v) is dict or type(v) is list else v)
+        for k, v in value.items()
+    }
+    entry[None] = True
+    return entry
 
 
-def _thaw(stored: Metadata | _Nested) -> Metadata:
-    if type(stored) is dict:
-        return stored.copy()
-    from .values import decode_value
-
-    return decode_value(stored.text)  # type: ignore[union-attr]
+def _thaw(entry: dict[Any, Any]) -> Metadata:
+    """A fresh, independent copy of the value an entry holds."""
+    if None not in entry:
+        return entry.copy()
+    return {
+        k: (loads_json(v.text) if type(v) is _Json else v) for k, v in entry.items() if k is not None
+    }
 
 
 def _canonical(key: Any) -> Any:
@@ -95,7 +129,10 @@ class _ClosedData(dict):  # type: ignore[type-arg]
         raise ContextStoreClosedError(f"{self._store_repr} is closed; open a new store to continue")
 
     __setitem__ = __getitem__ = __delitem__ = get = pop = keys = values = items = _raise
-    __iter__ = __len__ = __contains__ = setdefault = update = _raise
+    __iter__ = __len__ = __contains__ = setdefault = update = clear = _raise
+
+
+_MISSING = object()
 
 
 class InMemoryContextStore(BaseContextStore):
@@ -130,59 +167,60 @@ class InMemoryContextStore(BaseContextStore):
 
     def set(self, key: Key, value: Mapping[str, Any]) -> None:
         if type(key) is tuple and len(key) == 2 and type(key[0]) is str and type(key[1]) is int:
-            ckey: Any = key
+            self._set_normalized(key, value)
         else:
-            ckey = _canonical(key)
-        stored: Any = None
+            self._set_normalized(_canonical(key), value)
+
+    def _set_normalized(self, ckey: Any, value: Mapping[str, Any]) -> None:
+        """``set`` for a key already in canonical form (adapters call this directly)."""
         if type(value) is dict:
-            # Inlined fast path of values.prepare_value for flat dicts of plain scalars.
-            bound = 2
+            # Inlined fast path of values.prepare_value for flat dicts of plain scalars:
+            # n counts characters, the JSON size is at most 6 * n + 32 * len(value) + 2.
+            n = 0
             for k, v in value.items():
                 tv = type(v)
-                if type(k) is not str:
-                    break
                 if tv is str:
-                    bound += 6 * (len(k) + len(v)) + 6
+                    n += len(v)
                 elif tv is int:
                     if not _INT_MIN <= v <= _INT_MAX:
                         break
-                    bound += 6 * len(k) + 26
                 elif tv is float:
                     if v - v != 0.0:
                         break
-                    bound += 6 * len(k) + 30
-                elif tv is bool or v is None:
-                    bound += 6 * len(k) + 10
-                else:
+                elif not (tv is bool or v is None):
                     break
+                if type(k) is not str:
+                    break
+                n += len(k)
             else:
                 max_size = self.max_value_size
-                if max_size is None or bound <= max_size:
-                    stored = value.copy()
-        if stored is None:
-            stored = _freeze(prepare_value(value, self.max_value_size))
-        lock = self._lock
-        lock.acquire()
-        try:
-            self._data[ckey] = stored
-        finally:
-            lock.release()
+                if max_size is None or 6 * n + 32 * len(value) + 2 <= max_size:
+                    self._data[ckey] = value.copy()
+                    return
+        self._data[ckey] = _freeze(prepare_value(value, self.max_value_size))
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:
         if type(key) is tuple and len(key) == 2 and type(key[0]) is str and type(key[1]) is int:
-            stored = self._data.get(key)
+            entry = self._data.get(key)
         else:
-            stored = self._data.get(_canonical(key))
-        if type(stored) is dict:
-            return stored.copy()
-        if stored is None:
+            entry = self._data.get(_canonical(key))
+        if entry is None:
             return default  # type: ignore[no-any-return]
-        return _thaw(stored)
+        if None in entry:
+            return _thaw(entry)
+        return entry.copy()  # type: ignore[no-any-return]
+
+    def _get_normalized(self, ckey: Any, default: Any = None) -> Metadata | None:
+        """``get`` for a key already in canonical form (adapters call this directly)."""
+        entry = self._data.get(ckey)
+        if entry is None:
+            return default  # type: ignore[no-any-return]
+        if None in entry:
+            return _thaw(entry)
+        return entry.copy()  # type: ignore[no-any-return]
 
     def delete(self, key: Key) -> bool:
-        ckey = _canonical(key)
-        with self._lock:
-            return self._data.pop(ckey, _MISSING) is not _MISSING
+        return self._data.pop(_canonical(key), _MISSING) is not _MISSING
 
     def exists(self, key: Key) -> bool:
         return _canonical(key) in self._data
@@ -212,32 +250,31 @@ class InMemoryContextStore(BaseContextStore):
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
     ) -> None:
+        max_size = self.max_value_size
         prepared = [
-            (_canonical(k), _freeze(prepare_value(v, self.max_value_size)))
-            for k, v in iter_pairs(items)
+            (_canonical(k), _freeze(prepare_value(v, max_size))) for k, v in iter_pairs(items)
         ]
-        with self._lock:
-            self._data.update(prepared)
+        self._data.update(prepared)
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         data = self._data
         out: list[Metadata | None] = []
         for key in keys:
-            stored = data.get(_canonical(key))
-            out.append(None if stored is None else _thaw(stored))
+            entry = data.get(_canonical(key))
+            out.append(None if entry is None else _thaw(entry))
         return out
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         ckeys = [_canonical(k) for k in keys]
-        with self._lock:
-            data = self._data
-            return sum(1 for c in ckeys if data.pop(c, _MISSING) is not _MISSING)
+        data = self._data
+        return sum(1 for c in ckeys if data.pop(c, _MISSING) is not _MISSING)
 
     def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
+        data = self._data
         for key in self.scan(prefix):
-            stored = self._data.get(_canonical(key))
-            if stored is not None:
-                yield key, _thaw(stored)
+            entry = data.get(_canonical(key))
+            if entry is not None:
+                yield key, _thaw(entry)
 
     def count(self, prefix: tuple[Any, ...] | None = None) -> int:
         if not check_prefix(prefix):
@@ -246,43 +283,61 @@ class InMemoryContextStore(BaseContextStore):
 
     def clear(self, prefix: tuple[Any, ...] | None = None) -> int:
         if not check_prefix(prefix):
-            with self._lock:
-                n = len(self._data)
-                self._data.clear()
-                return n
+            data = self._data
+            n = len(data)
+            data.clear()
+            return n
         return self.delete_many(list(self.scan(prefix)))
+
+    def _modify(self, ckey: Any, change: Any) -> Metadata:
+        """Apply ``change(current value or None) -> new value`` to one entry atomically.
+
+        Caller holds ``self._lock``. The entry is changed in place (one
+        ``dict.update``) or inserted with ``setdefault``, so a concurrent lock-free
+        ``set`` is never lost (see the module docstring).
+        """
+        data = self._data
+        while True:
+            entry = data.get(ckey)
+            new = prepare_value(change(None if entry is None else _thaw(entry)), self.max_value_size)
+            frozen = _freeze(new)
+            if frozen is new:  # flat: the entry must not be the dict handed back
+                frozen = new.copy()
+            if entry is None:
+                if data.setdefault(ckey, frozen) is frozen:
+                    return new
+                continue  # a concurrent set inserted first: apply on top of it
+            # update and increment only add or change fields, so one in-place
+            # dict.update (atomic) moves the entry from its old to its new value.
+            entry.update(frozen)
+            return new
 
     def update(self, key: Key, patch: Mapping[str, Any]) -> Metadata:
         patch = prepare_value(patch, self.max_value_size)
         ckey = _canonical(key)
         with self._lock:
-            current = self._data.get(ckey)
-            merged = {**_thaw(current), **patch} if current is not None else patch
-            if current is not None:
-                self._check_merged_size(merged)
-            stored = _freeze(merged)
-            self._data[ckey] = stored
-        return _thaw(stored)
+            return self._modify(ckey, lambda cur: patch if cur is None else {**cur, **patch})
 
     def increment(self, key: Key, field: str, by: Number = 1) -> Number:
         check_increment(field, by)
         ckey = _canonical(key)
         with self._lock:
-            current = self._data.get(ckey)
-            new = apply_increment(None if current is None else _thaw(current), key, field, by)
-            prepared = prepare_value(new, self.max_value_size)
-            self._data[ckey] = _freeze(prepared)
-            return prepared[field]  # type: ignore[no-any-return]
+            new = self._modify(ckey, lambda cur: apply_increment(cur, key, field, by))
+        return new[field]  # type: ignore[no-any-return]
+
+    def _check_merged_size(self, merged: Metadata) -> None:
+        check_size(dumps_json(merged), self.max_value_size)
 
     # ------------------------------------------------------------------ pickling
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as a snapshot of the data (memory cannot be shared across processes)."""
-        spaces = {ns: dict(data) for ns, data in self._spaces.items()} if not self._closed else {}
+        spaces = (
+            {ns: {k: dict(e) for k, e in data.items()} for ns, data in self._spaces.items()}
+            if not self._closed
+            else {}
+        )
         return (_restore, (self.max_value_size, self._namespace, spaces))
-
-
-_MISSING = object()
 
 
 def _restore(

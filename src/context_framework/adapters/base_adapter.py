@@ -1,0 +1,143 @@
+"""``BaseContextAdapter``: the store-facing half of every adapter.
+
+An adapter wraps one data structure and a store. It validates keys against
+the data (subclasses implement :meth:`BaseContextAdapter.validate_key`) and
+then hands them to the store unchanged. With ``name=`` the adapter works in
+its own namespace of the store, so many datasets can share one store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ..base_store import ContextStore, Metadata, Number, iter_pairs
+from ..in_memory_context_store import InMemoryContextStore
+from ..keys import Key
+
+__all__ = ["DATASET_KEY", "BaseContextAdapter"]
+
+#: The key of the metadata that describes the whole data structure.
+DATASET_KEY: tuple[str] = ("dataset",)
+
+
+class BaseContextAdapter:
+    """Attach context to parts of ``data``, kept in ``context_store``.
+
+    Args:
+        data: the wrapped data structure.
+        context_store: any store; a fresh :class:`InMemoryContextStore` if omitted.
+            A URL string (``"sqlite:///ctx.db"``) is opened with ``open_store``.
+        name: optional namespace for this dataset inside the store.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        context_store: ContextStore | str | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        if context_store is None:
+            context_store = InMemoryContextStore()
+        elif isinstance(context_store, str):
+            from ..registry import open_store
+
+            context_store = open_store(context_store)
+        self.data = data
+        self.name = name
+        self._store: ContextStore = (
+            context_store.with_namespace(name) if name else context_store
+        )
+
+    @property
+    def context_store(self) -> ContextStore:
+        """The store (bound to this adapter's namespace) that holds the context."""
+        return self._store
+
+    # ------------------------------------------------------------------ validation
+
+    def validate_key(self, key: Key) -> Key:
+        """Check ``key`` against the data; return the key to store. Subclasses override."""
+        return key
+
+    # ------------------------------------------------------------------ single keys
+
+    def add_context(self, key: Key, metadata: Mapping[str, Any]) -> None:
+        """Attach ``metadata`` to ``key`` (replacing what was there)."""
+        self._store.set(self.validate_key(key), metadata)
+
+    def get_context(self, key: Key, default: Any = None) -> Metadata | None:
+        """The metadata of ``key`` (a fresh dict), or ``default`` when it has none."""
+        return self._store.get(self.validate_key(key), default)
+
+    def remove_context(self, key: Key) -> bool:
+        """Remove the metadata of ``key``; return whether there was any."""
+        return self._store.delete(self.validate_key(key))
+
+    def has_context(self, key: Key) -> bool:
+        """Whether ``key`` carries metadata."""
+        return self._store.exists(self.validate_key(key))
+
+    def update_context(self, key: Key, patch: Mapping[str, Any]) -> Metadata:
+        """Merge ``patch`` into the metadata of ``key`` atomically; return the result."""
+        return self._store.update(self.validate_key(key), patch)
+
+    def increment_context(self, key: Key, field: str, by: Number = 1) -> Number:
+        """Atomically add ``by`` to the numeric ``field`` of ``key``; return the result."""
+        return self._store.increment(self.validate_key(key), field, by)
+
+    def list_context_keys(self, prefix: tuple[Any, ...] | None = None) -> list[Key]:
+        """Every key of this adapter's namespace (under ``prefix``), types intact."""
+        return self._store.list_keys(prefix)
+
+    def iter_context(
+        self, prefix: tuple[Any, ...] | None = None
+    ) -> Iterator[tuple[Key, Metadata]]:
+        """Stream ``(key, metadata)`` pairs under ``prefix``."""
+        return self._store.items(prefix)
+
+    def count_context(self, prefix: tuple[Any, ...] | None = None) -> int:
+        """How many keys carry metadata (under ``prefix``)."""
+        return self._store.count(prefix)
+
+    def clear_context(self, prefix: tuple[Any, ...] | None = None) -> int:
+        """Remove every key of this adapter's namespace (under ``prefix``)."""
+        return self._store.clear(prefix)
+
+    # ------------------------------------------------------------------ dataset-level
+
+    def add_dataset_context(self, metadata: Mapping[str, Any]) -> None:
+        """Attach metadata to the whole data structure (key ``("dataset",)``)."""
+        self._store.set(DATASET_KEY, metadata)
+
+    def get_dataset_context(self, default: Any = None) -> Metadata | None:
+        """The metadata of the whole data structure."""
+        return self._store.get(DATASET_KEY, default)
+
+    # ------------------------------------------------------------------ batches
+
+    def add_context_many(
+        self,
+        items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]],
+    ) -> None:
+        """Attach many ``(key, metadata)`` pairs through the store's batch path.
+
+        Every key is validated first: one bad key stores nothing.
+        """
+        validate = self.validate_key
+        self._store.set_many([(validate(k), v) for k, v in iter_pairs(items)])
+
+    def get_context_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
+        """The metadata of each key in order (``None`` where absent), in one batch."""
+        validate = self.validate_key
+        return self._store.get_many([validate(k) for k in keys])
+
+    def remove_context_many(self, keys: Iterable[Key]) -> int:
+        """Remove many keys in one batch; return how many had metadata."""
+        validate = self.validate_key
+        return self._store.delete_many([validate(k) for k in keys])
+
+    def __repr__(self) -> str:
+        name = f", name={self.name!r}" if self.name else ""
+        return f"{type(self).__name__}({type(self.data).__name__}, {self._store!r}{name})"
