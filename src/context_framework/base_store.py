@@ -119,6 +119,13 @@ def iter_pairs(
     if isinstance(items, Mapping):
         yield from items.items()
         return
+    if type(items) is list:
+        for pair in items:
+            if type(pair) is not tuple or len(pair) != 2:
+                break
+        else:
+            yield from items
+            return
     for i, pair in enumerate(items):
         if type(pair) is not tuple or len(pair) != 2:
             raise ContextSerializationError(

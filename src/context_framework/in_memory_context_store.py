@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from ._gc import gc_paused
 from .base_store import (
     BaseContextStore,
     Metadata,
@@ -45,6 +46,7 @@ from .values import (
     _INT_MAX,
     _INT_MIN,
     DEFAULT_MAX_VALUE_SIZE,
+    _flat_bound,
     check_size,
     dumps_json,
     loads_json,
@@ -251,18 +253,42 @@ class InMemoryContextStore(BaseContextStore):
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
     ) -> None:
         max_size = self.max_value_size
-        prepared = [
-            (_canonical(k), _freeze(prepare_value(v, max_size))) for k, v in iter_pairs(items)
-        ]
-        self._data.update(prepared)
+        limit = max_size if max_size is not None else 1 << 62
+        prepared = []
+        append = prepared.append
+        with gc_paused():
+            for key, value in iter_pairs(items):
+                if type(key) is not tuple or len(key) != 2 or type(key[0]) is not str or type(
+                    key[1]
+                ) is not int:
+                    key = _canonical(key)
+                if type(value) is dict and 0 <= _flat_bound(value) <= limit:
+                    append((key, value.copy()))
+                else:
+                    append((key, _freeze(prepare_value(value, max_size))))
+            self._data.update(prepared)  # one atomic step: all or nothing
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         data = self._data
         out: list[Metadata | None] = []
-        for key in keys:
-            entry = data.get(_canonical(key))
-            out.append(None if entry is None else _thaw(entry))
+        with gc_paused():
+            out.extend(self._get_many(data, keys))
         return out
+
+    @staticmethod
+    def _get_many(data: dict[Any, Any], keys: Iterable[Key]) -> Iterator[Metadata | None]:
+        for key in keys:
+            if type(key) is not tuple or len(key) != 2 or type(key[0]) is not str or type(
+                key[1]
+            ) is not int:
+                key = _canonical(key)
+            entry = data.get(key)
+            if entry is None:
+                yield None
+            elif None in entry:
+                yield _thaw(entry)
+            else:
+                yield entry.copy()
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         ckeys = [_canonical(k) for k in keys]

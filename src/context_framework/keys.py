@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 import struct
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Union
+from typing import Any
 
 from .exceptions import UnsupportedKeyError
 
@@ -69,7 +69,7 @@ __all__ = [
     "prefix_range",
 ]
 
-Key = Union[str, int, float, bool, None, bytes, datetime, date, tuple[Any, ...]]
+Key = str | int | float | bool | None | bytes | datetime | date | tuple[Any, ...]
 
 CODEC_VERSION = 1
 _TUPLE_HEADER = b"\x01"
@@ -379,7 +379,7 @@ def _find_terminator(data: bytes, pos: int) -> int:
 
 def _decode_part(data: bytes, pos: int, nested: bool) -> tuple[Any, int]:
     code = data[pos]
-    if code == _STR or code == _BYTES:
+    if code in (_STR, _BYTES):
         end = _find_terminator(data, pos + 1)
         raw = data[pos + 1 : end].replace(b"\x00\xff", b"\x00")
         return (raw.decode("utf-8") if code == _STR else raw), end + 1

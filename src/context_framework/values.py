@@ -238,14 +238,6 @@ def encode_value(value: Any, max_size: int | None = DEFAULT_MAX_VALUE_SIZE) -> s
     return text  # type: ignore[no-any-return]
 
 
-def is_flat(value: dict[str, Any]) -> bool:
-    """True if ``value`` holds only scalars (a shallow copy is a deep copy)."""
-    for v in value.values():
-        if type(v) is dict or type(v) is list:
-            return False
-    return True
-
-
 def decode_value(text: str | bytes) -> dict[str, Any]:
     """Decode JSON text written by :func:`encode_value`."""
     if type(text) is not str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from .._gc import gc_paused
 from ..base_store import ContextStore, Metadata, Number, iter_pairs
 from ..in_memory_context_store import InMemoryContextStore
 from ..keys import Key
@@ -60,6 +61,11 @@ class BaseContextAdapter:
     def validate_key(self, key: Key) -> Key:
         """Check ``key`` against the data; return the key to store. Subclasses override."""
         return key
+
+    def validate_keys(self, keys: Iterable[Key]) -> list[Key]:
+        """Validate many keys (all before any is used); subclasses may vectorise."""
+        validate = self.validate_key
+        return [validate(k) for k in keys]
 
     # ------------------------------------------------------------------ single keys
 
@@ -125,18 +131,19 @@ class BaseContextAdapter:
 
         Every key is validated first: one bad key stores nothing.
         """
-        validate = self.validate_key
-        self._store.set_many([(validate(k), v) for k, v in iter_pairs(items)])
+        with gc_paused():
+            pairs = list(iter_pairs(items))
+            keys = self.validate_keys([k for k, _ in pairs])
+            pairs = list(zip(keys, [v for _, v in pairs]))
+        self._store.set_many(pairs)
 
     def get_context_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         """The metadata of each key in order (``None`` where absent), in one batch."""
-        validate = self.validate_key
-        return self._store.get_many([validate(k) for k in keys])
+        return self._store.get_many(self.validate_keys(keys))
 
     def remove_context_many(self, keys: Iterable[Key]) -> int:
         """Remove many keys in one batch; return how many had metadata."""
-        validate = self.validate_key
-        return self._store.delete_many([validate(k) for k in keys])
+        return self._store.delete_many(self.validate_keys(keys))
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name else ""

@@ -140,6 +140,30 @@ class PandasContextAdapter(BaseContextAdapter):
             return DATASET_KEY
         return self._free_form(key)
 
+    def validate_keys(self, keys: Any) -> list[Key]:
+        """Validate many keys; ``("row", int)`` keys on a RangeIndex take a fast path."""
+        index = self.data.index
+        if isinstance(index, pd.RangeIndex) and index is not self._range_index:
+            self._range_index = index
+            self._range = range(index.start, index.stop, index.step)
+        rng = self._range if index is self._range_index else None
+        validate = self.validate_key
+        out = []
+        append = out.append
+        for key in keys:
+            if (
+                rng is not None
+                and type(key) is tuple
+                and len(key) == 2
+                and type(key[1]) is int
+                and key[0] == "row"
+                and key[1] in rng
+            ):
+                append(key)
+            else:
+                append(validate(key))
+        return out
+
     def _free_form(self, key: Any) -> Key:
         if self.strict:
             raise ContextKeyError(

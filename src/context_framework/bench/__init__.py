@@ -1,0 +1,1 @@
+"""Benchmarks: the spec's single-process benchmark and raw-client baselines (``ctx bench``)."""

@@ -1,0 +1,245 @@
+"""The spec's single-process benchmark, run for every store, with baselines measured in the same run.
+
+The spec (``performance_benchmarks.md``, section 3) wraps a 100,000-row
+DataFrame in ``PandasContextAdapter`` and times ``num_ops`` ``add_context``
+calls on ``("row", i)`` followed by ``num_ops`` ``get_context`` calls. Its
+table counts an add+get *pair* as one op; we print that (Ops/Second) and the
+number of calls per second (twice as many).
+
+Every case runs ``repeat`` times, interleaved with its baseline so that both
+see the same machine load, and the median is reported. Baselines:
+
+* **dict baseline**: the minimal implementation of the spec's API — a plain
+  ``dict`` plus the same key checks done the plain pandas way
+  (``label in df.index``, ``name in df.columns``). It copies nothing, so it
+  gives none of our isolation or key-type guarantees.
+* **raw sqlite3**: the same loop written directly against ``sqlite3`` with
+  the same journal settings (see :mod:`.sqlite_baseline`).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["CaseResult", "DictBaselineAdapter", "run_benchmarks", "spec_loop"]
+
+STORES = ("memory", "sqlite")
+
+
+@dataclass
+class CaseResult:
+    """The median timing of one benchmark case."""
+
+    store: str
+    mode: str
+    num_ops: int
+    add_seconds: float
+    get_seconds: float
+    baseline_of: str | None = None
+    ratio: float | None = None
+    runs: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.add_seconds + self.get_seconds
+
+    @property
+    def ops_per_second(self) -> float:
+        """Add+get pairs per second, as the spec's table counts them."""
+        return self.num_ops / self.seconds if self.seconds else float("inf")
+
+    @property
+    def calls_per_second(self) -> float:
+        return 2 * self.ops_per_second
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            seconds=self.seconds,
+            ops_per_second=self.ops_per_second,
+            calls_per_second=self.calls_per_second,
+        )
+        return out
+
+
+class DictBaselineAdapter:
+    """The minimal implementation of the spec's API: a dict plus plain pandas key checks."""
+
+    def __init__(self, df: Any) -> None:
+        self.df = df
+        self._data: dict[Any, Any] = {}
+
+    def _validate(self, key: Any) -> None:
+        if not isinstance(key, tuple) or not key:
+            raise KeyError(key)
+        if key[0] == "row":
+            if key[1] not in self.df.index:
+                raise KeyError(key)
+        elif key[0] == "column" and key[1] not in self.df.columns:
+            raise KeyError(key)
+
+    def add_context(self, key: Any, metadata: dict[str, Any]) -> None:
+        self._validate(key)
+        self._data[key] = metadata
+
+    def get_context(self, key: Any) -> dict[str, Any] | None:
+        self._validate(key)
+        return self._data.get(key)
+
+
+def spec_loop(adapter: Any, num_ops: int) -> tuple[float, float]:
+    """The spec's loop: ``num_ops`` adds then ``num_ops`` gets; returns (add_s, get_s)."""
+    start = time.perf_counter()
+    for i in range(num_ops):
+        adapter.add_context(("row", i), {"meta": f"value_{i}"})
+    mid = time.perf_counter()
+    for i in range(num_ops):
+        adapter.get_context(("row", i))
+    end = time.perf_counter()
+    return mid - start, end - mid
+
+
+def batch_loop(adapter: Any, num_ops: int) -> tuple[float, float]:
+    """The same work through ``add_context_many`` / ``get_context_many``."""
+    start = time.perf_counter()
+    adapter.add_context_many([(("row", i), {"meta": f"value_{i}"}) for i in range(num_ops)])
+    mid = time.perf_counter()
+    values = adapter.get_context_many([("row", i) for i in range(num_ops)])
+    end = time.perf_counter()
+    if values[-1] != {"meta": f"value_{num_ops - 1}"}:
+        raise AssertionError("batch benchmark read back the wrong value")
+    return mid - start, end - mid
+
+
+@contextmanager
+def _sqlite_file(workdir: str, name: str) -> Iterator[str]:
+    path = os.path.join(workdir, name)
+    try:
+        yield path
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.remove(path + suffix)
+            except FileNotFoundError:
+                pass
+
+
+def _cases(df: Any, num_ops: int, batch_ops: int, stores: tuple[str, ...], workdir: str) -> list[
+    tuple[str, str, int, str | None, Callable[[], tuple[float, float]]]
+]:
+    """(store label, mode, num_ops, baseline label, run) for every case, baselines first."""
+    from ..adapters.pandas_adapter import PandasContextAdapter
+    from ..in_memory_context_store import InMemoryContextStore
+
+    cases: list[tuple[str, str, int, str | None, Callable[[], tuple[float, float]]]] = []
+    if "memory" in stores:
+        cases.append(("dict baseline", "per-call", num_ops, None,
+                      lambda: spec_loop(DictBaselineAdapter(df), num_ops)))
+        cases.append(("InMemoryContextStore", "per-call", num_ops, "dict baseline",
+                      lambda: spec_loop(PandasContextAdapter(df, InMemoryContextStore()), num_ops)))
+        cases.append(("InMemoryContextStore", "batch", batch_ops, None,
+                      lambda: batch_loop(PandasContextAdapter(df, InMemoryContextStore()),
+                                         batch_ops)))
+    if "sqlite" in stores:
+        from ..sqlite_store import SQLiteContextStore
+        from .sqlite_baseline import raw_sqlite_batch, raw_sqlite_per_call
+
+        def raw_per_call() -> tuple[float, float]:
+            with _sqlite_file(workdir, "raw.db") as path:
+                return raw_sqlite_per_call(path, num_ops)
+
+        def ours_per_call() -> tuple[float, float]:
+            with _sqlite_file(workdir, "ctx.db") as path:
+                store = SQLiteContextStore(path)
+                try:
+                    return spec_loop(PandasContextAdapter(df, store), num_ops)
+                finally:
+                    store.close()
+
+        def raw_batch() -> tuple[float, float]:
+            with _sqlite_file(workdir, "raw-batch.db") as path:
+                return raw_sqlite_batch(path, batch_ops)
+
+        def ours_batch() -> tuple[float, float]:
+            with _sqlite_file(workdir, "ctx-batch.db") as path:
+                store = SQLiteContextStore(path)
+                try:
+                    return batch_loop(PandasContextAdapter(df, store), batch_ops)
+                finally:
+                    store.close()
+
+        cases += [
+            ("raw sqlite3", "per-call", num_ops, None, raw_per_call),
+            ("SQLiteContextStore", "per-call", num_ops, "raw sqlite3", ours_per_call),
+            ("raw sqlite3", "batch", batch_ops, None, raw_batch),
+            ("SQLiteContextStore", "batch", batch_ops, "raw sqlite3", ours_batch),
+        ]
+    return cases
+
+
+def run_benchmarks(
+    *,
+    num_ops: int = 10_000,
+    batch_ops: int = 100_000,
+    rows: int = 100_000,
+    repeat: int = 5,
+    stores: tuple[str, ...] = STORES,
+    progress: Callable[[str], None] | None = None,
+) -> list[CaseResult]:
+    """Run every case ``repeat`` times (interleaved) and return the medians."""
+    import pandas as pd
+
+    rows = max(rows, num_ops, batch_ops)
+    df = pd.DataFrame({"A": range(rows)})
+    unknown = set(stores) - set(STORES)
+    if unknown:
+        raise ValueError(f"unknown store(s) {sorted(unknown)}; choose from {', '.join(STORES)}")
+    with tempfile.TemporaryDirectory(prefix="ctx-bench-") as workdir:
+        cases = _cases(df, num_ops, batch_ops, stores, workdir)
+        timings: list[list[tuple[float, float]]] = [[] for _ in cases]
+        for r in range(repeat):
+            for i, (label, mode, _, _, run) in enumerate(cases):
+                if progress:
+                    progress(f"run {r + 1}/{repeat}: {label} {mode}")
+                gc.collect()
+                timings[i].append(run())
+    results: list[CaseResult] = []
+    for (label, mode, n, baseline, _), runs in zip(cases, timings):
+        median_total = statistics.median(a + g for a, g in runs)
+        add, get = min(runs, key=lambda t: abs(t[0] + t[1] - median_total))
+        results.append(
+            CaseResult(label, mode, n, add, get, baseline_of=baseline,
+                       runs=[a + g for a, g in runs])
+        )
+    by_name = {(r.store, r.mode): r for r in results}
+    for res in results:
+        if res.baseline_of:
+            base = by_name[(res.baseline_of, res.mode)]
+            res.ratio = res.ops_per_second / base.ops_per_second
+    return results
+
+
+def format_table(results: list[CaseResult]) -> str:
+    """The spec's table, plus calls/s and the ratio to the baseline of the same run."""
+    header = ("Store", "Mode", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second",
+              "Calls/Second", "vs. baseline")
+    rows = [header]
+    for r in results:
+        ratio = f"{r.ratio:.2f}x {r.baseline_of}" if r.ratio is not None else "-"
+        rows.append((r.store, r.mode, f"{r.num_ops:,}", f"{r.seconds:.4f}",
+                     f"{r.ops_per_second:,.0f}", f"{r.calls_per_second:,.0f}", ratio))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(rows[0]), sep, *(line(row) for row in rows[1:])])

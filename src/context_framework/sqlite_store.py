@@ -1,0 +1,770 @@
+"""``SQLiteContextStore``: a persistent store in one SQLite file, safe across processes.
+
+Open it with ``SQLiteContextStore("ctx.db")`` or ``open_store("sqlite:///ctx.db")``
+(``sqlite:////abs/path.db`` for an absolute path, ``sqlite://`` for a private
+in-memory database). Only the standard library's :mod:`sqlite3` is used.
+
+Schema (version 1). One data table, by default ``context``::
+
+    CREATE TABLE context (
+        ns TEXT NOT NULL,   -- the namespace path ("" is the root)
+        k  BLOB NOT NULL,   -- keys.encode_key(key): order-preserving bytes
+        v  TEXT NOT NULL,   -- values.encode_value(metadata): compact JSON
+        PRIMARY KEY (ns, k)
+    ) WITHOUT ROWID;
+
+and a meta table ``context_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)``
+holding ``schema_version`` (``1``) and ``key_codec`` (the key codec version).
+Both are created, in one transaction, by the first store that opens the file.
+Because keys are stored in the codec's byte order, ``scan``/``count``/``clear``
+of a key prefix are range scans of the primary key (``keys.prefix_range``).
+
+Versioning and upgrades. A store only uses a file whose ``schema_version`` it
+knows. A later version of this library that changes the layout bumps
+``SCHEMA_VERSION`` and adds a step to ``_MIGRATIONS`` (old version -> function
+that upgrades the file by one version); the steps run inside one
+``BEGIN IMMEDIATE`` transaction when an older file is opened, so concurrent
+openers never see a half-migrated file. A file written by a *newer* version
+(or with an unreadable version, or a table of that name not made by this
+library) raises :class:`ContextSchemaError` instead of being guessed at.
+
+Concurrency model.
+
+* Files use ``journal_mode=WAL`` (readers never block the writer and vice
+  versa) and ``synchronous=NORMAL`` by default (durable against process
+  crashes; the last transactions may be lost on power failure, use ``FULL``
+  if that matters).
+* The connection is in autocommit mode: a single ``set``/``get``/``delete``
+  is one statement and one implicit transaction. Batches (``set_many``,
+  ``delete_many``) and read-modify-write operations (``update``,
+  ``increment``) run in one ``BEGIN IMMEDIATE`` transaction, so they are
+  atomic across threads *and processes*; a failed batch is rolled back.
+  Multi-chunk ``get_many`` reads one consistent snapshot (``BEGIN``).
+* Lock contention never surfaces as ``sqlite3.OperationalError``: SQLite's
+  busy handler waits up to ``timeout`` seconds, errors it does not cover
+  (e.g. ``SQLITE_BUSY_SNAPSHOT``) are retried with jittered backoff until the
+  same deadline, and then :class:`ContextStoreBusyError` is raised (the
+  driver error is its ``__cause__``). Other driver errors become
+  :class:`ContextStoreError`.
+* One connection per store is shared by its namespace views and guarded by
+  a lock, so a store may be used from several threads.
+* Processes: pickling a store reopens the same file in the receiving process
+  (``spawn``/``forkserver`` workers, Dask, Spark...). A store inherited
+  through ``fork()`` never touches its parent's connection: the child opens
+  its own on first use. Each process should use its own store object; the
+  file is the shared state.
+
+An in-memory store (``path=":memory:"``) is private to its store object and its
+views; pickling it gives a *new, empty* in-memory store (a forked child keeps
+a private copy of the data as it was at fork time).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote
+
+from .base_store import (
+    BaseContextStore,
+    Metadata,
+    Number,
+    apply_increment,
+    check_increment,
+    check_prefix,
+    iter_pairs,
+)
+from .exceptions import (
+    ContextConfigurationError,
+    ContextSchemaError,
+    ContextStoreBusyError,
+    ContextStoreClosedError,
+    ContextStoreError,
+)
+from .keys import CODEC_VERSION, Key, decode_key, encode_key, prefix_range
+from .values import (
+    DEFAULT_MAX_VALUE_SIZE,
+    check_size,
+    dumps_json,
+    encode_value,
+    loads_json,
+    prepare_value,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteContextStore"]
+
+T = TypeVar("T")
+
+#: Version of the table layout this module writes and reads.
+SCHEMA_VERSION = 1
+#: old version -> function(cursor, table) upgrading the file to old version + 1.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Cursor, str], None]] = {}
+
+_MEMORY = ":memory:"
+_PAGE_SIZE = 1000  # rows per page of scan()/items()
+_GET_MANY_CHUNK = 2000  # keys per SELECT ... IN (...) of get_many()
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
+
+_monotonic = time.monotonic
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+class _SQL:
+    """The statements of one table, built once (sqlite3 caches them by text)."""
+
+    __slots__ = (
+        "clear",
+        "clear_hi",
+        "count",
+        "count_hi",
+        "delete",
+        "exists",
+        "get",
+        "in_cache",
+        "scan",
+        "table",
+        "upsert",
+    )
+
+    def __init__(self, table: str) -> None:
+        t = f'"{table}"'
+        self.table = table
+        self.upsert = (
+            f"INSERT INTO {t} (ns, k, v) VALUES (?, ?, ?) "
+            "ON CONFLICT (ns, k) DO UPDATE SET v = excluded.v"
+        )
+        self.get = f"SELECT v FROM {t} WHERE ns = ? AND k = ?"
+        self.exists = f"SELECT 1 FROM {t} WHERE ns = ? AND k = ?"
+        self.delete = f"DELETE FROM {t} WHERE ns = ? AND k = ?"
+        self.count = f"SELECT count(*) FROM {t} WHERE ns = ? AND k >= ?"
+        self.count_hi = self.count + " AND k < ?"
+        self.clear = f"DELETE FROM {t} WHERE ns = ? AND k >= ?"
+        self.clear_hi = self.clear + " AND k < ?"
+        # scan[(columns, first_page, bounded)]: keyset pagination in key order.
+        self.scan: dict[tuple[str, bool, bool], str] = {}
+        for cols in ("k", "k, v"):
+            for first in (True, False):
+                for bounded in (True, False):
+                    sql = f"SELECT {cols} FROM {t} WHERE ns = ? AND k {'>=' if first else '>'} ?"
+                    if bounded:
+                        sql += " AND k < ?"
+                    self.scan[cols, first, bounded] = sql + " ORDER BY k LIMIT ?"
+        self.in_cache: dict[int, str] = {}
+
+    def select_in(self, n: int) -> str:
+        sql = self.in_cache.get(n)
+        if sql is None:
+            sql = f'SELECT k, v FROM "{self.table}" WHERE ns = ? AND k IN ({",".join("?" * n)})'
+            self.in_cache[n] = sql
+        return sql
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` means "locked by someone else, try again later"."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _open_connection(
+    path: str, table: str, timeout: float, synchronous: str, journal_mode: str
+) -> tuple[sqlite3.Connection, sqlite3.Cursor]:
+    """Connect, set the pragmas and make sure the schema is there and known."""
+    conn = sqlite3.connect(
+        path,
+        timeout=timeout,
+        isolation_level=None,  # autocommit: we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # guarded by the store's lock instead
+        cached_statements=256,
+    )
+    try:
+        cur = conn.cursor()
+        if path != _MEMORY:
+            cur.execute(f"PRAGMA journal_mode = {journal_mode}").fetchall()
+        cur.execute(f"PRAGMA synchronous = {synchronous}")
+        _ensure_schema(conn, cur, table, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, cur
+
+
+def _schema_state(cur: sqlite3.Cursor, table: str) -> tuple[bool, str | None]:
+    """(data table exists, schema_version text or None when there is no meta table)."""
+    names = {
+        row[0]
+        for row in cur.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+            (table, f"{table}_meta"),
+        )
+    }
+    version: str | None = None
+    if f"{table}_meta" in names:
+        row = cur.execute(
+            f'SELECT value FROM "{table}_meta" WHERE key = ?', ("schema_version",)
+        ).fetchone()
+        version = "" if row is None else str(row[0])
+    return table in names, version
+
+
+def _ensure_schema(conn: sqlite3.Connection, cur: sqlite3.Cursor, table: str, path: str) -> None:
+    has_table, version = _schema_state(cur, table)
+    if has_table and version == str(SCHEMA_VERSION):
+        _check_columns(cur, table, path)
+        return  # the common case: no write needed (works on read-only files too)
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        has_table, version = _schema_state(cur, table)  # again, now that we hold the lock
+        if version is None:
+            if has_table:
+                raise ContextSchemaError(
+                    f"table {table!r} in {path} was not created by context-framework "
+                    "(it has no meta table); use another table= name or another file"
+                )
+            cur.execute(
+                f'CREATE TABLE "{table}" (ns TEXT NOT NULL, k BLOB NOT NULL, '
+                "v TEXT NOT NULL, PRIMARY KEY (ns, k)) WITHOUT ROWID"
+            )
+            cur.execute(f'CREATE TABLE "{table}_meta" (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+            cur.executemany(
+                f'INSERT INTO "{table}_meta" (key, value) VALUES (?, ?)',
+                [("schema_version", str(SCHEMA_VERSION)), ("key_codec", str(CODEC_VERSION))],
+            )
+        else:
+            number = _parse_version(version, table, path)
+            while number < SCHEMA_VERSION:
+                _MIGRATIONS[number](cur, table)
+                number += 1
+                cur.execute(
+                    f'UPDATE "{table}_meta" SET value = ? WHERE key = ?',
+                    (str(number), "schema_version"),
+                )
+        cur.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    _check_columns(cur, table, path)
+
+
+def _parse_version(version: str, table: str, path: str) -> int:
+    try:
+        number = int(version)
+    except ValueError:
+        number = -1
+    if (
+        number > SCHEMA_VERSION
+        or number < 1
+        or (
+            number < SCHEMA_VERSION
+            and any(n not in _MIGRATIONS for n in range(number, SCHEMA_VERSION))
+        )
+    ):
+        raise ContextSchemaError(
+            f"table {table!r} in {path} has schema_version {version!r}, but this version of "
+            f"context-framework only understands schema_version {SCHEMA_VERSION}; "
+            "upgrade context-framework to open it"
+        )
+    return number
+
+
+def _check_columns(cur: sqlite3.Cursor, table: str, path: str) -> None:
+    columns = [row[1] for row in cur.execute(f'PRAGMA table_info("{table}")')]
+    if columns != ["ns", "k", "v"]:
+        raise ContextSchemaError(
+            f"table {table!r} in {path} has columns {columns}, not the expected ['ns', 'k', 'v']"
+        )
+
+
+def _max_variables(conn: sqlite3.Connection) -> int:
+    getlimit = getattr(conn, "getlimit", None)  # Python >= 3.11
+    if getlimit is None:
+        return 999
+    return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
+
+class _ClosedCursor:
+    """Stands in for the cursor of a closed store: every use raises."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def _raise(self, *args: Any, **kwargs: Any) -> Any:
+        raise ContextStoreClosedError(f"{self._what} is closed; open a new store to continue")
+
+    execute = executemany = fetchone = fetchall = _raise
+
+
+class _ReopenAfterFork:
+    """Stands in for a cursor inherited through ``fork()``: opens a new connection on first use.
+
+    SQLite connections must not be used (or closed) in a forked child; the
+    inherited one is kept alive, untouched, in ``_inherited``.
+    """
+
+    def __init__(self, args: tuple[str, str, float, str, str]) -> None:
+        self._args = args
+        self._cursor: sqlite3.Cursor | None = None
+
+    def _open(self) -> sqlite3.Cursor:
+        if self._cursor is None:
+            conn, cursor = _open_connection(*self._args)
+            self._cursor = cursor
+            for store in list(_instances):
+                if store.__dict__.get("_cur") is self:
+                    store._conn = conn
+                    store._cur = cursor
+        return self._cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._open(), name)
+
+
+_instances: weakref.WeakSet[SQLiteContextStore] = weakref.WeakSet()
+_inherited: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    groups: dict[int, tuple[threading.Lock, Any, Any]] = {}
+    for store in list(_instances):
+        cur = store.__dict__.get("_cur")
+        if cur is None or isinstance(cur, _ClosedCursor):
+            continue
+        group = groups.get(id(store._lock))  # a store and its views share one lock
+        if group is None:
+            if store._path == _MEMORY or isinstance(cur, _ReopenAfterFork):
+                group = (threading.Lock(), cur, store._conn)  # private memory / nothing open
+            else:
+                _inherited.append((store._conn, cur))
+                group = (threading.Lock(), _ReopenAfterFork(store._open_args()), None)
+            groups[id(store._lock)] = group
+        store._lock, store._cur, store._conn = group
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SQLiteContextStore(BaseContextStore):
+    """A store in one SQLite file (or ``":memory:"``), safe for threads and processes.
+
+    ``timeout``: seconds to wait for a lock held by another connection before
+    raising :class:`ContextStoreBusyError`. ``synchronous``: SQLite's
+    ``PRAGMA synchronous`` (``OFF``/``NORMAL``/``FULL``/``EXTRA``).
+    ``journal_mode``: ``WAL`` (default) or a rollback journal mode for
+    filesystems without shared memory (network shares). ``table``: name of the
+    data table (the meta table is ``<table>_meta``), to keep several stores
+    in one file.
+    """
+
+    scheme = "sqlite"
+    url_options: ClassVar[dict[str, type]] = {
+        "timeout": float,
+        "synchronous": str,
+        "journal_mode": str,
+        "table": str,
+    }
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = _MEMORY,
+        *,
+        namespace: str = "",
+        max_value_size: int | None = DEFAULT_MAX_VALUE_SIZE,
+        timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+        journal_mode: str = "WAL",
+        table: str = "context",
+    ) -> None:
+        super().__init__(namespace=namespace, max_value_size=max_value_size)
+        self._path = _check_path(path)
+        self._timeout = _check_timeout(timeout)
+        self._synchronous = _check_choice("synchronous", synchronous, _SYNCHRONOUS)
+        self._journal_mode = _check_choice("journal_mode", journal_mode, _JOURNAL_MODES)
+        if (
+            not isinstance(table, str)
+            or not _TABLE_NAME.fullmatch(table)
+            or (table.lower().startswith("sqlite_"))
+        ):
+            raise ContextConfigurationError(
+                f"table must be a plain SQL identifier (letters, digits, _), got {table!r}"
+            )
+        self._sql = _SQL(table)
+        self._conn: sqlite3.Connection | None = None
+        self._cur: Any = None
+        conn, self._cur = self._run("open", lambda _cur: _open_connection(*self._open_args()))
+        self._conn = conn
+        self._chunk = max(1, min(_GET_MANY_CHUNK, _max_variables(conn) - 1))
+        _instances.add(self)
+
+    def _open_args(self) -> tuple[str, str, float, str, str]:
+        return self._path, self._sql.table, self._timeout, self._synchronous, self._journal_mode
+
+    # ------------------------------------------------------------------ running statements
+
+    def _run(self, op: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(cursor)`` under the lock, retrying while the database is busy."""
+        start = _monotonic()
+        try:
+            lock = self._lock
+            lock.acquire()
+            try:
+                return fn(self._cur)
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            return self._retry(op, fn, exc, start)
+
+    def _retry(self, op: str, fn: Callable[[Any], T], exc: sqlite3.Error, start: float) -> T:
+        """Slow path of every operation: ``exc`` came from the first attempt at ``fn``."""
+        deadline = start + self._timeout
+        delay = 0.001
+        while True:
+            if not _is_busy(exc):
+                raise self._driver_error(op, exc) from exc
+            now = _monotonic()
+            if now >= deadline:
+                raise ContextStoreBusyError(
+                    f"SQLite database {self._where()} stayed locked for more than "
+                    f"{self._timeout:g}s during {op}: another connection holds a long write "
+                    "transaction; retry later, shorten it, or open the store with a larger "
+                    f"timeout ({exc})"
+                ) from exc
+            time.sleep(min(delay * random.uniform(0.5, 1.5), deadline - now))
+            delay = min(delay * 2, 0.05)
+            try:
+                lock = self._lock
+                lock.acquire()
+                try:
+                    return fn(self._cur)
+                finally:
+                    lock.release()
+            except sqlite3.Error as again:
+                exc = again
+
+    def _driver_error(self, op: str, exc: sqlite3.Error) -> ContextStoreError:
+        if self._closed or (
+            isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower()
+        ):
+            return ContextStoreClosedError(f"{self!r} is closed; open a new store to continue")
+        return ContextStoreError(f"{self!r}: {op} failed: {type(exc).__name__}: {exc}")
+
+    def _transaction(self, op: str, body: Callable[[Any], T], begin: str = "BEGIN IMMEDIATE") -> T:
+        """Run ``body(cursor)`` in one transaction; roll back on any failure."""
+
+        def fn(cur: Any) -> T:
+            cur.execute(begin)
+            try:
+                result = body(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return result
+
+        return self._run(op, fn)
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            try:
+                if conn.in_transaction:
+                    conn.rollback()
+            except sqlite3.Error:
+                pass  # the transaction is gone either way (SQLite rolls back on close)
+
+    # ------------------------------------------------------------------ core
+
+    def set(self, key: Key, value: Mapping[str, Any]) -> None:
+        """Store ``value`` under ``key``: one statement, one implicit transaction."""
+        args = (self._namespace, encode_key(key), encode_value(value, self.max_value_size))
+        start = _monotonic()
+        try:
+            lock = self._lock
+            lock.acquire()
+            try:
+                self._cur.execute(self._sql.upsert, args)
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            sql = self._sql.upsert
+            self._retry("set", lambda cur: cur.execute(sql, args), exc, start)
+
+    def get(self, key: Key, default: Any = None) -> Metadata | None:
+        args = (self._namespace, encode_key(key))
+        start = _monotonic()
+        try:
+            lock = self._lock
+            lock.acquire()
+            try:
+                row = self._cur.execute(self._sql.get, args).fetchone()
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            sql = self._sql.get
+            row = self._retry("get", lambda cur: cur.execute(sql, args).fetchone(), exc, start)
+        if row is None:
+            return default  # type: ignore[no-any-return]
+        return loads_json(row[0])  # type: ignore[no-any-return]
+
+    def delete(self, key: Key) -> bool:
+        args = (self._namespace, encode_key(key))
+        sql = self._sql.delete
+        return self._run("delete", lambda cur: cur.execute(sql, args).rowcount) > 0
+
+    def exists(self, key: Key) -> bool:
+        args = (self._namespace, encode_key(key))
+        sql = self._sql.exists
+        return self._run("exists", lambda cur: cur.execute(sql, args).fetchone()) is not None
+
+    def scan(self, prefix: tuple[Any, ...] | None = None) -> Iterator[Key]:
+        """Yield the keys under ``prefix`` in encoded-key order, a page at a time."""
+        low, high = prefix_range(check_prefix(prefix))
+        return (decode_key(row[0]) for row in self._pages("scan", "k", low, high))
+
+    def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
+        """Yield ``(key, metadata)`` under ``prefix`` in encoded-key order, a page at a time."""
+        low, high = prefix_range(check_prefix(prefix))
+        return ((decode_key(k), loads_json(v)) for k, v in self._pages("items", "k, v", low, high))
+
+    def _pages(self, op: str, cols: str, low: bytes, high: bytes | None) -> Iterator[Any]:
+        """Rows of a prefix range, fetched by keyset pagination (no long read transaction).
+
+        The first page is fetched before this returns, so a closed store or a
+        driver error surfaces at the call.
+        """
+        ns = self._namespace
+        bounded = high is not None
+        tail: tuple[Any, ...] = (high, _PAGE_SIZE) if bounded else (_PAGE_SIZE,)
+        first_sql = self._sql.scan[cols, True, bounded]
+        next_sql = self._sql.scan[cols, False, bounded]
+        rows = self._fetchall(op, first_sql, (ns, low, *tail))
+
+        def generate(rows: list[Any]) -> Iterator[Any]:
+            while True:
+                yield from rows
+                if len(rows) < _PAGE_SIZE:
+                    return
+                rows = self._fetchall(op, next_sql, (ns, rows[-1][0], *tail))
+
+        return generate(rows)
+
+    def _fetchall(self, op: str, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return self._run(op, lambda cur: cur.execute(sql, params).fetchall())
+
+    def count(self, prefix: tuple[Any, ...] | None = None) -> int:
+        low, high = prefix_range(check_prefix(prefix))
+        args: tuple[Any, ...]
+        if high is None:
+            sql, args = self._sql.count, (self._namespace, low)
+        else:
+            sql, args = self._sql.count_hi, (self._namespace, low, high)
+        return int(self._run("count", lambda cur: cur.execute(sql, args).fetchone()[0]))
+
+    def clear(self, prefix: tuple[Any, ...] | None = None) -> int:
+        low, high = prefix_range(check_prefix(prefix))
+        args: tuple[Any, ...]
+        if high is None:
+            sql, args = self._sql.clear, (self._namespace, low)
+        else:
+            sql, args = self._sql.clear_hi, (self._namespace, low, high)
+        return int(self._run("clear", lambda cur: cur.execute(sql, args).rowcount))
+
+    # ------------------------------------------------------------------ batches
+
+    def set_many(
+        self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
+    ) -> None:
+        """Store many entries in one transaction; nothing is written if any item is invalid."""
+        ns, limit = self._namespace, self.max_value_size
+        rows = [(ns, encode_key(k), encode_value(v, limit)) for k, v in iter_pairs(items)]
+        if not rows:
+            self._check_open()
+            return
+        sql = self._sql.upsert
+        self._transaction("set_many", lambda cur: cur.executemany(sql, rows))
+
+    def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
+        """Metadata of each key in input order (``None`` if absent); duplicates allowed."""
+        encoded = [encode_key(k) for k in keys]
+        unique = list(dict.fromkeys(encoded))
+        if not unique:
+            self._check_open()
+            return []
+        ns, chunk, sql = self._namespace, self._chunk, self._sql
+
+        def body(cur: Any) -> dict[bytes, str]:
+            found: dict[bytes, str] = {}
+            for i in range(0, len(unique), chunk):
+                part = unique[i : i + chunk]
+                found.update(cur.execute(sql.select_in(len(part)), (ns, *part)).fetchall())
+            return found
+
+        if len(unique) <= chunk:
+            found = self._run("get_many", body)
+        else:
+            found = self._transaction("get_many", body, "BEGIN")  # one consistent snapshot
+        get = found.get
+        return [None if (text := get(k)) is None else loads_json(text) for k in encoded]
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        """Delete many keys in one transaction; return how many existed."""
+        ns = self._namespace
+        rows = [(ns, encode_key(k)) for k in keys]
+        if not rows:
+            self._check_open()
+            return 0
+        sql = self._sql.delete
+        deleted = self._transaction("delete_many", lambda cur: cur.executemany(sql, rows).rowcount)
+        return int(deleted)
+
+    # ------------------------------------------------------------------ atomic read-modify-write
+
+    def update(self, key: Key, patch: Mapping[str, Any]) -> Metadata:
+        """Shallow-merge ``patch`` into ``key`` (created if absent), atomically across processes."""
+        patch = prepare_value(patch, self.max_value_size)
+        args = (self._namespace, encode_key(key))
+        sql = self._sql
+
+        def body(cur: Any) -> Metadata:
+            row = cur.execute(sql.get, args).fetchone()
+            merged = patch if row is None else {**loads_json(row[0]), **patch}
+            text = dumps_json(merged)
+            check_size(text, self.max_value_size)
+            cur.execute(sql.upsert, (*args, text))
+            return merged
+
+        return self._transaction("update", body)
+
+    def increment(self, key: Key, field: str, by: Number = 1) -> Number:
+        """Add ``by`` to ``field`` (0 if absent), atomically across processes; return the result."""
+        check_increment(field, by)
+        args = (self._namespace, encode_key(key))
+        sql = self._sql
+
+        def body(cur: Any) -> Number:
+            row = cur.execute(sql.get, args).fetchone()
+            new = apply_increment(None if row is None else loads_json(row[0]), key, field, by)
+            cur.execute(sql.upsert, (*args, encode_value(new, self.max_value_size)))
+            return new[field]  # type: ignore[no-any-return]
+
+        return self._transaction("increment", body)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _bind_namespace(self) -> None:
+        _instances.add(self)  # views share the connection, the lock and the cursor
+
+    def _mark_closed(self) -> None:
+        super()._mark_closed()
+        self._cur = _ClosedCursor(repr(self))
+
+    def _close_backend(self) -> None:
+        lock = self._lock
+        with lock:
+            conn, self._conn = self._conn, None
+            self._cur = _ClosedCursor(f"{self!r} (closed)")
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    raise ContextStoreError(f"{self!r}: close failed: {exc}") from exc
+
+    def _config(self) -> dict[str, Any]:
+        """Constructor arguments; an in-memory database reopens as a new, empty one."""
+        return {
+            "path": self._path,
+            "max_value_size": self.max_value_size,
+            "timeout": self._timeout,
+            "synchronous": self._synchronous,
+            "journal_mode": self._journal_mode,
+            "table": self._sql.table,
+        }
+
+    # ------------------------------------------------------------------ URLs and repr
+
+    @classmethod
+    def _parse_url(cls, base: str) -> dict[str, Any]:
+        """``sqlite://`` or ``sqlite:///:memory:`` (memory), ``sqlite:///rel.db``, ``sqlite:////abs.db``."""
+        scheme, sep, rest = base.partition("://")
+        if scheme.lower() != "sqlite" or not sep:
+            raise ContextConfigurationError(f"not a sqlite:// URL: {base!r}")
+        if rest and not rest.startswith("/"):
+            raise ContextConfigurationError(
+                f"a SQLite URL has no host: write sqlite:///relative/path.db or "
+                f"sqlite:////absolute/path.db, got {base!r}"
+            )
+        path = unquote(rest[1:])
+        return {"path": path or _MEMORY}
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file, or ``":memory:"``."""
+        return self._path
+
+    def _where(self) -> str:
+        return "in-memory database" if self._path == _MEMORY else self._path
+
+    def _describe(self) -> str:
+        return f"sqlite:///{self._path}"
+
+
+def _check_path(path: Any) -> str:
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise ContextConfigurationError(
+            f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}"
+        ) from None
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if text in ("", _MEMORY):
+        return _MEMORY
+    if text.startswith("file:"):
+        raise ContextConfigurationError(
+            f"SQLite URI filenames are not supported, give a plain path: {text!r}"
+        )
+    return os.path.abspath(text)
+
+
+def _check_timeout(timeout: Any) -> float:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (0 <= timeout < float("inf"))
+    ):
+        raise ContextConfigurationError(
+            f"timeout must be a finite number of seconds >= 0, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = value.upper() if isinstance(value, str) else value
+    if text not in choices:
+        raise ContextConfigurationError(
+            f"{name} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return str(text)
