@@ -23,7 +23,6 @@ backend closes every view of it.
 
 from __future__ import annotations
 
-import copy
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -38,7 +37,7 @@ from .exceptions import (
     ContextValueError,
     UnsupportedKeyError,
 )
-from .keys import Key
+from .keys import Key, encode_key
 from .values import DEFAULT_MAX_VALUE_SIZE, check_size, dumps_json, prepare_value
 
 __all__ = ["BaseContextStore", "ContextStore", "Metadata", "Number", "check_namespace"]
@@ -218,9 +217,10 @@ class BaseContextStore(ABC):
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
     ) -> None:
-        """Store many entries. All values are validated before anything is written."""
+        """Store many entries. All keys and values are validated before anything is written."""
         pairs = list(iter_pairs(items))
-        for _, value in pairs:
+        for key, value in pairs:
+            encode_key(key)
             self._check_value(value)
         for key, value in pairs:
             self.set(key, value)
@@ -230,8 +230,11 @@ class BaseContextStore(ABC):
         return [self.get(k) for k in keys]
 
     def delete_many(self, keys: Iterable[Key]) -> int:
-        """Delete many keys; return how many existed."""
-        return sum(1 for k in list(keys) if self.delete(k))
+        """Delete many keys; return how many existed. All keys are validated first."""
+        keys = list(keys)
+        for key in keys:
+            encode_key(key)
+        return sum(1 for k in keys if self.delete(k))
 
     def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
         """Yield ``(key, metadata)`` for every key under ``prefix``."""
@@ -305,7 +308,11 @@ class BaseContextStore(ABC):
     def with_namespace(self: S, name: str) -> S:
         """A view of this store bound to the sub-namespace ``name`` (same backend)."""
         self._check_open()
-        child = copy.copy(self)
+        # A plain shallow copy: copy.copy() would go through __reduce__, which
+        # reopens the store (a new connection, or an in-memory snapshot), so the
+        # "view" would not share the backend at all.
+        child = object.__new__(type(self))
+        child.__dict__.update(self.__dict__)
         child._namespace = join_namespace(self._namespace, name)
         child._is_view = True
         self._views.add(child)

@@ -6,11 +6,14 @@ Store classes that need optional drivers are resolved lazily on first access.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base_store import BaseContextStore, ContextStore, Metadata
 from .in_memory_context_store import InMemoryContextStore
 from .registry import open_store, register_store
+
+if TYPE_CHECKING:  # resolved lazily at run time by __getattr__ below
+    from .sqlite_store import SQLiteContextStore
 
 __all__ = [
     "BaseContextStore",

@@ -41,7 +41,7 @@ from .base_store import (
     iter_pairs,
 )
 from .exceptions import ContextStoreClosedError
-from .keys import Key, decode_key, encode_key, encode_prefix, normalize_key
+from .keys import Key, decode_key, encode_key, encode_prefix, has_prefix, normalize_key
 from .values import (
     _INT_MAX,
     _INT_MIN,
@@ -92,28 +92,46 @@ def _thaw(entry: dict[Any, Any]) -> Metadata:
     }
 
 
+# Ints the key codec can encode (at most 255 bytes of magnitude): |n| < 2**2040.
+_INT_LIMIT = 1 << 2040
+
+
+def _plain(part: Any) -> bool:
+    """A key part kept as is: an ASCII str (always encodable) or an encodable int."""
+    tp = type(part)
+    if tp is str:
+        return part.isascii()  # type: ignore[no-any-return]
+    return tp is int and -_INT_LIMIT < part < _INT_LIMIT
+
+
 def _canonical(key: Any) -> Any:
-    """The dict key for ``key``: itself for str/int tuples and scalars, else its encoding."""
+    """The dict key for ``key``: itself for plain str/int tuples and scalars, else its encoding.
+
+    Anything not plain goes through the codec, so the in-memory store refuses
+    exactly the keys every encoding store refuses.
+    """
     t = type(key)
     if t is tuple:
         for part in key:
-            tp = type(part)
-            if tp is not str and tp is not int:
+            if not _plain(part):
                 break
         else:
             return key
         norm = normalize_key(key)
+        encoded = encode_key(norm)  # validates every part
         for part in norm:  # type: ignore[union-attr]
-            tp = type(part)
-            if tp is not str and tp is not int:
-                return encode_key(norm)
+            if not _plain(part):
+                return encoded
         return norm
-    if t is str or t is int:
+    if _plain(key):
         return key
     norm = normalize_key(key)
-    if type(norm) is str or type(norm) is int:
+    encoded = encode_key(norm)
+    if _plain(norm):
         return norm
-    return encode_key(norm)
+    if type(norm) is tuple:  # a tuple subclass (namedtuple): canonical as the plain tuple
+        return _canonical(norm)
+    return encoded
 
 
 def _original(ckey: Any) -> Key:
@@ -168,7 +186,14 @@ class InMemoryContextStore(BaseContextStore):
     # ------------------------------------------------------------------ core
 
     def set(self, key: Key, value: Mapping[str, Any]) -> None:
-        if type(key) is tuple and len(key) == 2 and type(key[0]) is str and type(key[1]) is int:
+        if (
+            type(key) is tuple
+            and len(key) == 2
+            and type(key[0]) is str
+            and type(key[1]) is int
+            and key[0].isascii()
+            and -_INT_LIMIT < key[1] < _INT_LIMIT
+        ):
             self._set_normalized(key, value)
         else:
             self._set_normalized(_canonical(key), value)
@@ -182,6 +207,8 @@ class InMemoryContextStore(BaseContextStore):
             for k, v in value.items():
                 tv = type(v)
                 if tv is str:
+                    if not v.isascii():  # non-ASCII text is checked for lone surrogates
+                        break
                     n += len(v)
                 elif tv is int:
                     if not _INT_MIN <= v <= _INT_MAX:
@@ -191,7 +218,7 @@ class InMemoryContextStore(BaseContextStore):
                         break
                 elif not (tv is bool or v is None):
                     break
-                if type(k) is not str:
+                if type(k) is not str or not k.isascii():
                     break
                 n += len(k)
             else:
@@ -202,7 +229,14 @@ class InMemoryContextStore(BaseContextStore):
         self._data[ckey] = _freeze(prepare_value(value, self.max_value_size))
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:
-        if type(key) is tuple and len(key) == 2 and type(key[0]) is str and type(key[1]) is int:
+        if (
+            type(key) is tuple
+            and len(key) == 2
+            and type(key[0]) is str
+            and type(key[1]) is int
+            and key[0].isascii()
+            and -_INT_LIMIT < key[1] < _INT_LIMIT
+        ):
             entry = self._data.get(key)
         else:
             entry = self._data.get(_canonical(key))
@@ -242,9 +276,9 @@ class InMemoryContextStore(BaseContextStore):
                 if plain:
                     if ckey[:n] == prefix:
                         yield ckey
-                elif encode_key(ckey).startswith(encoded):
+                elif has_prefix(encode_key(ckey), encoded):
                     yield ckey
-            elif type(ckey) is bytes and ckey.startswith(encoded):
+            elif type(ckey) is bytes and has_prefix(ckey, encoded):
                 yield decode_key(ckey)
 
     # ------------------------------------------------------------------ batches and atomics
@@ -258,10 +292,7 @@ class InMemoryContextStore(BaseContextStore):
         append = prepared.append
         with gc_paused():
             for key, value in iter_pairs(items):
-                if type(key) is not tuple or len(key) != 2 or type(key[0]) is not str or type(
-                    key[1]
-                ) is not int:
-                    key = _canonical(key)
+                key = _canonical(key)
                 if type(value) is dict and 0 <= _flat_bound(value) <= limit:
                     append((key, value.copy()))
                 else:
@@ -278,10 +309,7 @@ class InMemoryContextStore(BaseContextStore):
     @staticmethod
     def _get_many(data: dict[Any, Any], keys: Iterable[Key]) -> Iterator[Metadata | None]:
         for key in keys:
-            if type(key) is not tuple or len(key) != 2 or type(key[0]) is not str or type(
-                key[1]
-            ) is not int:
-                key = _canonical(key)
+            key = _canonical(key)
             entry = data.get(key)
             if entry is None:
                 yield None
@@ -358,11 +386,8 @@ class InMemoryContextStore(BaseContextStore):
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as a snapshot of the data (memory cannot be shared across processes)."""
-        spaces = (
-            {ns: {k: dict(e) for k, e in data.items()} for ns, data in self._spaces.items()}
-            if not self._closed
-            else {}
-        )
+        self._check_open()
+        spaces = {ns: {k: dict(e) for k, e in data.items()} for ns, data in self._spaces.items()}
         return (_restore, (self.max_value_size, self._namespace, spaces))
 
 

@@ -53,8 +53,10 @@ Lists, sets, dicts and other objects raise :class:`UnsupportedKeyError`.
 from __future__ import annotations
 
 import math
+import reprlib
 import struct
 from datetime import date, datetime, timedelta, timezone
+from sys import intern
 from typing import Any
 
 from .exceptions import UnsupportedKeyError
@@ -65,6 +67,7 @@ __all__ = [
     "decode_key",
     "encode_key",
     "encode_prefix",
+    "has_prefix",
     "normalize_key",
     "prefix_range",
 ]
@@ -199,7 +202,9 @@ def normalize_key(key: Any) -> Key:
     except _Unsupported as exc:
         raise _fail(key, exc) from None
     except RecursionError:
-        raise UnsupportedKeyError(f"cannot use {key!r} as a context key: nested too deeply") from None
+        raise UnsupportedKeyError(
+            f"cannot use {reprlib.repr(key)} as a context key: nested too deeply"
+        ) from None
 
 
 # --------------------------------------------------------------------------- encoding
@@ -317,9 +322,11 @@ def encode_key(key: Any) -> bytes:
             raise _fail(key, exc) from None
         except RecursionError:
             raise UnsupportedKeyError(
-                f"cannot use {key!r} as a context key: nested too deeply"
+                f"cannot use {reprlib.repr(key)} as a context key: nested too deeply"
             ) from None
         return b"".join(out)
+    if isinstance(key, tuple):  # a tuple subclass (namedtuple) is the plain tuple key
+        return encode_key(tuple(key))
     out = [_SCALAR_HEADER]
     try:
         _encode_part(key, False, out)
@@ -333,6 +340,13 @@ def encode_prefix(prefix: tuple[Any, ...]) -> bytes:
 
     The empty tuple gives ``b"\\x01"``, the prefix of every tuple key (scalar
     keys are excluded; use :func:`prefix_range` with ``()`` for everything).
+
+    The converse needs one more check: an encoded key starts with the prefix
+    *element-wise* only if it starts with these bytes and the next byte (if
+    any) is not ``0xFF``. ``0xFF`` there continues an escaped NUL of the last
+    element (``("a\\x00",)`` starts with the bytes of ``("a",)``), whereas
+    the next element always starts with a type code below ``0xFF``. Use
+    :func:`prefix_range` (or :func:`has_prefix`) rather than ``startswith``.
     """
     if type(prefix) is not tuple:
         if isinstance(prefix, tuple):
@@ -357,12 +371,25 @@ def prefix_range(prefix: tuple[Any, ...] | None) -> tuple[bytes, bytes | None]:
     """Return ``(low, high)``: encoded keys ``k`` under ``prefix`` satisfy ``low <= k < high``.
 
     ``None`` or ``()`` selects every key (tuple and scalar); ``high`` is
-    ``None`` when there is no upper bound.
+    ``None`` when there is no upper bound. Otherwise ``high`` is the prefix
+    followed by ``0xFF``: a key under the prefix continues with a type code
+    (below ``0xFF``), while a key whose last prefix element merely continues
+    (``("a\\x00",)`` for the prefix ``("a",)``: escaped NUL ``0x00 0xFF``)
+    sorts at or above ``high``. So the range holds exactly the keys under
+    ``prefix``.
     """
     if prefix is None or prefix == ():
         return b"", None
     low = encode_prefix(prefix)
-    return low, strinc(low)
+    return low, low + b"\xff"
+
+
+def has_prefix(encoded_key: bytes, encoded_prefix: bytes) -> bool:
+    """Whether the key encoded as ``encoded_key`` is under the tuple prefix ``encoded_prefix``."""
+    n = len(encoded_prefix)
+    return encoded_key.startswith(encoded_prefix) and (
+        len(encoded_key) == n or encoded_key[n] != 0xFF
+    )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -382,7 +409,11 @@ def _decode_part(data: bytes, pos: int, nested: bool) -> tuple[Any, int]:
     if code in (_STR, _BYTES):
         end = _find_terminator(data, pos + 1)
         raw = data[pos + 1 : end].replace(b"\x00\xff", b"\x00")
-        return (raw.decode("utf-8") if code == _STR else raw), end + 1
+        if code == _BYTES:
+            return raw, end + 1
+        text = raw.decode("utf-8")
+        # Interned, so decoded kinds such as "row" are the very objects adapters compare with.
+        return (intern(text) if len(text) <= 32 else text), end + 1
     if _INT_ZERO - 8 <= code <= _INT_ZERO + 8:
         n = code - _INT_ZERO
         if n >= 0:
@@ -427,7 +458,10 @@ def _decode_part(data: bytes, pos: int, nested: bool) -> tuple[Any, int]:
         us = int.from_bytes(data[pos + 1 : pos + 9], "big") - _BIAS64
         secs = int.from_bytes(data[pos + 9 : pos + 13], "big") - _BIAS32
         tz = timezone.utc if secs == 0 else timezone(timedelta(seconds=secs))
-        return (_EPOCH_UTC + timedelta(microseconds=us)).astimezone(tz), pos + 13
+        # Rebuild from the local wall time: going through UTC would overflow for
+        # instants whose UTC date is outside years 1..9999 (e.g. 0001-01-01 at +05:00).
+        local = _EPOCH + timedelta(microseconds=us + secs * 1_000_000)
+        return local.replace(tzinfo=tz), pos + 13
     raise ValueError(f"unknown type code 0x{code:02x} at byte {pos}")
 
 
@@ -453,3 +487,7 @@ def decode_key(data: bytes) -> Key:
         return tuple(items)
     except (IndexError, ValueError, struct.error, OverflowError) as exc:
         raise UnsupportedKeyError(f"not a valid encoded context key: {bytes(data)!r} ({exc})") from None
+    except RecursionError:
+        raise UnsupportedKeyError(
+            f"not a valid encoded context key: {bytes(data)[:80]!r}... (nested too deeply)"
+        ) from None

@@ -19,6 +19,7 @@ Query parameters common to every store: ``namespace`` and ``max_value_size``.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +28,7 @@ from .exceptions import ContextConfigurationError, MissingDependencyError
 __all__ = ["ENTRY_POINT_GROUP", "available_schemes", "open_store", "register_store"]
 
 ENTRY_POINT_GROUP = "context_framework.stores"
+_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
 
 # scheme -> "module:Class" (lazy) or the class itself
 _registry: dict[str, Any] = {
@@ -41,9 +43,12 @@ _entry_points_loaded = False
 
 def register_store(scheme: str, target: Any, *, replace: bool = False) -> None:
     """Register a store class (or ``"module:Class"`` string) for a URL scheme."""
-    scheme = scheme.lower()
-    if not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
-        raise ContextConfigurationError(f"invalid URL scheme {scheme!r}")
+    scheme = scheme.lower() if isinstance(scheme, str) else scheme
+    # RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); urlsplit finds no other scheme.
+    if not isinstance(scheme, str) or not _SCHEME_RE.fullmatch(scheme):
+        raise ContextConfigurationError(
+            f"invalid URL scheme {scheme!r}: a letter, then letters, digits, '+', '-' or '.'"
+        )
     if scheme in _registry and not replace and _registry[scheme] != target:
         raise ContextConfigurationError(
             f"URL scheme {scheme!r} is already registered to {_registry[scheme]!r}; "

@@ -48,19 +48,21 @@ Concurrency model.
   :class:`ContextStoreError`.
 * One connection per store is shared by its namespace views and guarded by
   a lock, so a store may be used from several threads.
-* Processes: pickling a store reopens the same file in the receiving process
+* Processes: pickling a file store reopens the same file in the receiving process
   (``spawn``/``forkserver`` workers, Dask, Spark...). A store inherited
   through ``fork()`` never touches its parent's connection: the child opens
   its own on first use. Each process should use its own store object; the
   file is the shared state.
 
 An in-memory store (``path=":memory:"``) is private to its store object and its
-views; pickling it gives a *new, empty* in-memory store (a forked child keeps
-a private copy of the data as it was at fork time).
+views. Like ``InMemoryContextStore``, pickling it sends a snapshot of its data
+(``Connection.serialize``; before Python 3.11 the copy starts empty), and a
+forked child keeps a private copy of the data as it was at fork time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -69,9 +71,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import repeat
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote
 
+from ._gc import gc_paused
 from .base_store import (
     BaseContextStore,
     Metadata,
@@ -84,6 +88,7 @@ from .base_store import (
 from .exceptions import (
     ContextConfigurationError,
     ContextSchemaError,
+    ContextSerializationError,
     ContextStoreBusyError,
     ContextStoreClosedError,
     ContextStoreError,
@@ -91,10 +96,11 @@ from .exceptions import (
 from .keys import CODEC_VERSION, Key, decode_key, encode_key, prefix_range
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
+    _flat_bound,
     check_size,
+    decode_value,
     dumps_json,
     encode_value,
-    loads_json,
     prepare_value,
 )
 
@@ -118,6 +124,62 @@ _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
 _monotonic = time.monotonic
 
 
+# --------------------------------------------------------------------------- JSON fast paths
+
+
+def _no_default(obj: Any) -> Any:
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+# values.dumps_json (JSONEncoder.encode) builds a C encoder on every call; build it once.
+# Same settings: ensure_ascii=False, separators (",", ":"), allow_nan=False, no circular check.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_flat_encoder = (
+    _c_make_encoder(None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if _c_make_encoder is not None
+    else None
+)
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _encode(value: Any, max_size: int | None) -> str:
+    """``values.encode_value`` with a faster path for flat dicts of plain scalars."""
+    if _flat_encoder is not None and type(value) is dict and _flat_bound(value) >= 0:
+        text: str = "".join(_flat_encoder(value, 0))
+        check_size(text, max_size)
+    else:
+        text = encode_value(value, max_size)
+    if not text.isascii():
+        _check_utf8(text)
+    return text
+
+
+def _check_utf8(text: str) -> None:
+    """SQLite stores text as UTF-8: refuse lone surrogates before anything is written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ContextSerializationError(
+            f"metadata holds the lone surrogate {text[exc.start : exc.end]!r} (in {text!r:.80}), "
+            "which is not valid Unicode and cannot be stored as UTF-8; fix the string "
+            "(e.g. decode its bytes with errors='replace')"
+        ) from None
+
+
+def _decode(text: Any) -> Metadata:
+    """Decode a stored value (JSON text written by this module)."""
+    try:
+        value, end = _scan_once(text, 0)
+        if end == len(text):
+            return value  # type: ignore[no-any-return]
+    except (StopIteration, TypeError, ValueError):
+        pass
+    try:
+        return decode_value(text)  # the slow path: bytes, or a clear error for non-JSON data
+    except (TypeError, ValueError) as exc:
+        raise ContextStoreError(f"stored value is not valid JSON: {text!r:.80} ({exc})") from exc
+
+
 # --------------------------------------------------------------------------- SQL
 
 
@@ -125,6 +187,7 @@ class _SQL:
     """The statements of one table, built once (sqlite3 caches them by text)."""
 
     __slots__ = (
+        "between",
         "clear",
         "clear_hi",
         "count",
@@ -142,11 +205,11 @@ class _SQL:
         t = f'"{table}"'
         self.table = table
         self.upsert = (
-            f"INSERT INTO {t} (ns, k, v) VALUES (?, ?, ?) "
-            "ON CONFLICT (ns, k) DO UPDATE SET v = excluded.v"
+            f"INSERT INTO {t} (ns, k, v) VALUES (?, ?, ?) ON CONFLICT (ns, k) DO UPDATE SET v = excluded.v"
         )
         self.get = f"SELECT v FROM {t} WHERE ns = ? AND k = ?"
         self.exists = f"SELECT 1 FROM {t} WHERE ns = ? AND k = ?"
+        self.between = f"SELECT k, v FROM {t} WHERE ns = ? AND k >= ? AND k <= ? LIMIT ?"
         self.delete = f"DELETE FROM {t} WHERE ns = ? AND k = ?"
         self.count = f"SELECT count(*) FROM {t} WHERE ns = ? AND k >= ?"
         self.count_hi = self.count + " AND k < ?"
@@ -217,9 +280,7 @@ def _schema_state(cur: sqlite3.Cursor, table: str) -> tuple[bool, str | None]:
     }
     version: str | None = None
     if f"{table}_meta" in names:
-        row = cur.execute(
-            f'SELECT value FROM "{table}_meta" WHERE key = ?', ("schema_version",)
-        ).fetchone()
+        row = cur.execute(f'SELECT value FROM "{table}_meta" WHERE key = ?', ("schema_version",)).fetchone()
         version = "" if row is None else str(row[0])
     return table in names, version
 
@@ -272,10 +333,7 @@ def _parse_version(version: str, table: str, path: str) -> int:
     if (
         number > SCHEMA_VERSION
         or number < 1
-        or (
-            number < SCHEMA_VERSION
-            and any(n not in _MIGRATIONS for n in range(number, SCHEMA_VERSION))
-        )
+        or (number < SCHEMA_VERSION and any(n not in _MIGRATIONS for n in range(number, SCHEMA_VERSION)))
     ):
         raise ContextSchemaError(
             f"table {table!r} in {path} has schema_version {version!r}, but this version of "
@@ -399,6 +457,7 @@ class SQLiteContextStore(BaseContextStore):
         table: str = "context",
     ) -> None:
         super().__init__(namespace=namespace, max_value_size=max_value_size)
+        _check_namespace_text(self._namespace)
         self._path = _check_path(path)
         self._timeout = _check_timeout(timeout)
         self._synchronous = _check_choice("synchronous", synchronous, _SYNCHRONOUS)
@@ -465,9 +524,7 @@ class SQLiteContextStore(BaseContextStore):
                 exc = again
 
     def _driver_error(self, op: str, exc: sqlite3.Error) -> ContextStoreError:
-        if self._closed or (
-            isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower()
-        ):
+        if self._closed or (isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower()):
             return ContextStoreClosedError(f"{self!r} is closed; open a new store to continue")
         return ContextStoreError(f"{self!r}: {op} failed: {type(exc).__name__}: {exc}")
 
@@ -499,7 +556,7 @@ class SQLiteContextStore(BaseContextStore):
 
     def set(self, key: Key, value: Mapping[str, Any]) -> None:
         """Store ``value`` under ``key``: one statement, one implicit transaction."""
-        args = (self._namespace, encode_key(key), encode_value(value, self.max_value_size))
+        args = (self._namespace, encode_key(key), _encode(value, self.max_value_size))
         start = _monotonic()
         try:
             lock = self._lock
@@ -527,7 +584,14 @@ class SQLiteContextStore(BaseContextStore):
             row = self._retry("get", lambda cur: cur.execute(sql, args).fetchone(), exc, start)
         if row is None:
             return default  # type: ignore[no-any-return]
-        return loads_json(row[0])  # type: ignore[no-any-return]
+        text = row[0]
+        try:  # _decode(text), inlined
+            value, end = _scan_once(text, 0)
+            if end == len(text):
+                return value  # type: ignore[no-any-return]
+        except (StopIteration, TypeError, ValueError):
+            pass
+        return _decode(text)
 
     def delete(self, key: Key) -> bool:
         args = (self._namespace, encode_key(key))
@@ -547,7 +611,7 @@ class SQLiteContextStore(BaseContextStore):
     def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
         """Yield ``(key, metadata)`` under ``prefix`` in encoded-key order, a page at a time."""
         low, high = prefix_range(check_prefix(prefix))
-        return ((decode_key(k), loads_json(v)) for k, v in self._pages("items", "k, v", low, high))
+        return ((decode_key(k), _decode(v)) for k, v in self._pages("items", "k, v", low, high))
 
     def _pages(self, op: str, cols: str, low: bytes, high: bytes | None) -> Iterator[Any]:
         """Rows of a prefix range, fetched by keyset pagination (no long read transaction).
@@ -598,46 +662,73 @@ class SQLiteContextStore(BaseContextStore):
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
     ) -> None:
         """Store many entries in one transaction; nothing is written if any item is invalid."""
-        ns, limit = self._namespace, self.max_value_size
-        rows = [(ns, encode_key(k), encode_value(v, limit)) for k, v in iter_pairs(items)]
-        if not rows:
+        pairs = list(iter_pairs(items))
+        if not pairs:
             self._check_open()
             return
-        sql = self._sql.upsert
-        self._transaction("set_many", lambda cur: cur.executemany(sql, rows))
+        limit = self.max_value_size
+        with gc_paused():  # builds only acyclic objects
+            keys = [encode_key(k) for k, _ in pairs]
+            texts = [_encode(v, limit) for _, v in pairs]
+        ns, sql = self._namespace, self._sql.upsert
+        # zip() (made anew on each attempt) yields the rows without keeping 3-tuples alive.
+        self._transaction("set_many", lambda cur: cur.executemany(sql, zip(repeat(ns), keys, texts)))
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
-        """Metadata of each key in input order (``None`` if absent); duplicates allowed."""
-        encoded = [encode_key(k) for k in keys]
-        unique = list(dict.fromkeys(encoded))
-        if not unique:
+        """Metadata of each key in input order (``None`` if absent); duplicates allowed.
+
+        The distinct keys are sorted and read in chunks. A chunk is first read as
+        one key range (``k BETWEEN first AND last``), which is much faster than
+        ``k IN (...)`` when the requested keys are most of the keys in that range
+        (reading back what was written); the range read stops after twice the
+        chunk's size, and a chunk that hits that limit (a sparse request) and all
+        later chunks use ``k IN (...)`` instead.
+        """
+        with gc_paused():  # builds only acyclic objects
+            return self._get_many([encode_key(k) for k in keys])
+
+    def _get_many(self, encoded: list[bytes]) -> list[Metadata | None]:
+        if not encoded:
             self._check_open()
             return []
+        wanted = sorted(dict.fromkeys(encoded))  # bytes order == SQLite BLOB order
         ns, chunk, sql = self._namespace, self._chunk, self._sql
 
         def body(cur: Any) -> dict[bytes, str]:
             found: dict[bytes, str] = {}
-            for i in range(0, len(unique), chunk):
-                part = unique[i : i + chunk]
-                found.update(cur.execute(sql.select_in(len(part)), (ns, *part)).fetchall())
+            dense = True
+            for i in range(0, len(wanted), chunk):
+                part = wanted[i : i + chunk]
+                if dense:
+                    limit = 2 * len(part)
+                    rows = cur.execute(sql.between, (ns, part[0], part[-1], limit)).fetchall()
+                    if len(rows) < limit:
+                        found.update(rows)  # may hold keys not asked for; harmless
+                        continue
+                    dense = False
+                # Pad to a power of two (repeating a key) so few distinct statements are cached.
+                size = min(chunk, 1 << (len(part) - 1).bit_length())
+                params = (ns, *part, *repeat(part[-1], size - len(part)))
+                found.update(cur.execute(sql.select_in(size), params).fetchall())
             return found
 
-        if len(unique) <= chunk:
+        if len(wanted) <= chunk:
             found = self._run("get_many", body)
         else:
             found = self._transaction("get_many", body, "BEGIN")  # one consistent snapshot
         get = found.get
-        return [None if (text := get(k)) is None else loads_json(text) for k in encoded]
+        return [None if (text := get(k)) is None else _decode(text) for k in encoded]
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         """Delete many keys in one transaction; return how many existed."""
-        ns = self._namespace
-        rows = [(ns, encode_key(k)) for k in keys]
-        if not rows:
+        encoded = [encode_key(k) for k in keys]
+        if not encoded:
             self._check_open()
             return 0
-        sql = self._sql.delete
-        deleted = self._transaction("delete_many", lambda cur: cur.executemany(sql, rows).rowcount)
+        ns, sql = self._namespace, self._sql.delete
+        deleted = self._transaction(
+            "delete_many", lambda cur: cur.executemany(sql, zip(repeat(ns), encoded)).rowcount
+        )
         return int(deleted)
 
     # ------------------------------------------------------------------ atomic read-modify-write
@@ -650,9 +741,11 @@ class SQLiteContextStore(BaseContextStore):
 
         def body(cur: Any) -> Metadata:
             row = cur.execute(sql.get, args).fetchone()
-            merged = patch if row is None else {**loads_json(row[0]), **patch}
+            merged = patch if row is None else {**_decode(row[0]), **patch}
             text = dumps_json(merged)
             check_size(text, self.max_value_size)
+            if not text.isascii():
+                _check_utf8(text)
             cur.execute(sql.upsert, (*args, text))
             return merged
 
@@ -666,8 +759,8 @@ class SQLiteContextStore(BaseContextStore):
 
         def body(cur: Any) -> Number:
             row = cur.execute(sql.get, args).fetchone()
-            new = apply_increment(None if row is None else loads_json(row[0]), key, field, by)
-            cur.execute(sql.upsert, (*args, encode_value(new, self.max_value_size)))
+            new = apply_increment(None if row is None else _decode(row[0]), key, field, by)
+            cur.execute(sql.upsert, (*args, _encode(new, self.max_value_size)))
             return new[field]  # type: ignore[no-any-return]
 
         return self._transaction("increment", body)
@@ -675,6 +768,7 @@ class SQLiteContextStore(BaseContextStore):
     # ------------------------------------------------------------------ lifecycle
 
     def _bind_namespace(self) -> None:
+        _check_namespace_text(self._namespace)
         _instances.add(self)  # views share the connection, the lock and the cursor
 
     def _mark_closed(self) -> None:
@@ -693,7 +787,7 @@ class SQLiteContextStore(BaseContextStore):
                     raise ContextStoreError(f"{self!r}: close failed: {exc}") from exc
 
     def _config(self) -> dict[str, Any]:
-        """Constructor arguments; an in-memory database reopens as a new, empty one."""
+        """Constructor arguments that reopen this store (used by pickling)."""
         return {
             "path": self._path,
             "max_value_size": self.max_value_size,
@@ -702,6 +796,21 @@ class SQLiteContextStore(BaseContextStore):
             "journal_mode": self._journal_mode,
             "table": self._sql.table,
         }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A file store pickles by configuration (the copy opens the same file).
+
+        An in-memory store pickles as a snapshot of its database (like
+        ``InMemoryContextStore``); before Python 3.11 (no
+        ``Connection.serialize``) the copy starts empty.
+        """
+        if self._path != _MEMORY:
+            return super().__reduce__()
+        data = b""
+        conn = self._conn
+        if not self._closed and conn is not None and hasattr(conn, "serialize"):
+            data = self._run("pickle", lambda cur: conn.serialize())
+        return (_restore_memory, (type(self), self._config(), self._namespace, data))
 
     # ------------------------------------------------------------------ URLs and repr
 
@@ -731,6 +840,17 @@ class SQLiteContextStore(BaseContextStore):
         return f"sqlite:///{self._path}"
 
 
+def _restore_memory(
+    cls: type[SQLiteContextStore], config: dict[str, Any], namespace: str, data: bytes
+) -> SQLiteContextStore:
+    store = cls(**config, namespace=namespace)
+    conn = store._conn
+    if data and conn is not None:
+        conn.deserialize(data)
+        _ensure_schema(conn, store._cur, store._sql.table, _MEMORY)
+    return store
+
+
 def _check_path(path: Any) -> str:
     try:
         text = os.fspath(path)
@@ -749,22 +869,27 @@ def _check_path(path: Any) -> str:
     return os.path.abspath(text)
 
 
+def _check_namespace_text(namespace: str) -> None:
+    try:
+        namespace.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ContextConfigurationError(
+            f"namespace {namespace!r} is not valid Unicode (lone surrogate)"
+        ) from None
+
+
 def _check_timeout(timeout: Any) -> float:
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))
         or not (0 <= timeout < float("inf"))
     ):
-        raise ContextConfigurationError(
-            f"timeout must be a finite number of seconds >= 0, got {timeout!r}"
-        )
+        raise ContextConfigurationError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
     return float(timeout)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     text = value.upper() if isinstance(value, str) else value
     if text not in choices:
-        raise ContextConfigurationError(
-            f"{name} must be one of {', '.join(choices)}, got {value!r}"
-        )
+        raise ContextConfigurationError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return str(text)

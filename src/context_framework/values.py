@@ -68,10 +68,12 @@ def _flat_bound(value: dict[Any, Any]) -> int:
     """
     bound = 2
     for k, v in value.items():
-        if type(k) is not str:
+        if type(k) is not str or not k.isascii():
             return -1
         tv = type(v)
         if tv is str:
+            if not v.isascii():  # non-ASCII text goes the slow way (lone-surrogate check)
+                return -1
             bound += 6 * (len(k) + len(v)) + 6
         elif tv is int:
             if not _INT_MIN <= v <= _INT_MAX:
@@ -92,12 +94,28 @@ def _err(path: str, what: str, hint: str) -> ContextSerializationError:
     return ContextSerializationError(f"metadata{path} {what}; {hint}")
 
 
+def _check_text(text: str, path: str) -> str:
+    """``text`` if it is valid Unicode (encodable as UTF-8), else a clear error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _err(
+            path,
+            f"holds the lone surrogate {text[exc.start]!r} at index {exc.start}, which is not "
+            "valid Unicode",
+            "decode the bytes it came from properly (e.g. with errors='replace')",
+        ) from None
+    return text
+
+
 def _convert(obj: Any, path: str, depth: int) -> Any:
     """Return a fresh JSON-compatible copy of ``obj`` or raise ContextSerializationError."""
     if depth > _MAX_DEPTH:
         raise _err(path, "is nested too deeply (or refers to itself)", "flatten it")
     t = type(obj)
-    if t is str or t is bool or obj is None:
+    if t is str:
+        return obj if obj.isascii() else _check_text(obj, path)
+    if t is bool or obj is None:
         return obj
     if t is int:
         if not _INT_MIN <= obj <= _INT_MAX:
@@ -119,6 +137,8 @@ def _convert(obj: Any, path: str, depth: int) -> Any:
                         f"has the key {k!r} of type {type(k).__name__}",
                         "metadata dict keys must be strings (JSON would turn it into a string silently)",
                     )
+            if not k.isascii():
+                _check_text(k, f"{path} key {k!r}")
             out[k] = _convert(v, f"{path}[{k!r}]", depth + 1)
         return out
     if t is list or t is tuple:
@@ -131,7 +151,7 @@ def _convert(obj: Any, path: str, depth: int) -> Any:
     if isinstance(obj, bool):
         return bool(obj)
     if isinstance(obj, str):
-        return str.__str__(obj)
+        return _check_text(str.__str__(obj), path)
     if isinstance(obj, int):
         return _convert(int.__index__(obj), path, depth)
     if isinstance(obj, float):
@@ -196,7 +216,15 @@ def _top_level(value: Any) -> dict[str, Any]:
 
 
 def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ContextSerializationError(
+            f"metadata holds a string with a lone surrogate ({text[exc.start : exc.end]!r}), "
+            "which is not valid Unicode; store valid text"
+        ) from None
 
 
 def _too_large(size: int, max_size: int) -> ContextValueTooLargeError:

@@ -18,6 +18,9 @@ from ..keys import Key
 
 __all__ = ["DATASET_KEY", "BaseContextAdapter"]
 
+#: What an adapter needs of a store (checked when the adapter is made).
+_STORE_METHODS = ("set", "get", "delete", "set_many", "get_many", "delete_many", "items")
+
 #: The key of the metadata that describes the whole data structure.
 DATASET_KEY: tuple[str] = ("dataset",)
 
@@ -39,17 +42,24 @@ class BaseContextAdapter:
         *,
         name: str | None = None,
     ) -> None:
+        store: ContextStore
         if context_store is None:
-            context_store = InMemoryContextStore()
+            store = InMemoryContextStore()
         elif isinstance(context_store, str):
             from ..registry import open_store
 
-            context_store = open_store(context_store)
+            store = open_store(context_store)
+        else:
+            missing = [m for m in _STORE_METHODS if not callable(getattr(context_store, m, None))]
+            if missing:
+                raise TypeError(
+                    f"context_store must be a context store (or a store URL), got "
+                    f"{type(context_store).__name__} without {', '.join(missing)}"
+                )
+            store = context_store
         self.data = data
         self.name = name
-        self._store: ContextStore = (
-            context_store.with_namespace(name) if name else context_store
-        )
+        self._store: ContextStore = store.with_namespace(name) if name else store
 
     @property
     def context_store(self) -> ContextStore:

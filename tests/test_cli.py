@@ -1,0 +1,88 @@
+"""The ``ctx`` command line and the spec's benchmark script."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from context_framework.bench.spec_benchmark import DictBaselineAdapter, format_table, run_benchmarks
+from context_framework.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_spec_script_runs_unchanged() -> None:
+    """Section 3 of the spec, verbatim, prints its two times."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "spec_benchmark.py")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    assert "Benchmarking InMemoryContextStore..." in out
+    assert re.search(r"Add time: \d+\.\d{4}s, Get time: \d+\.\d{4}s", out)
+
+
+def test_bench_json(tmp_path: Path) -> None:
+    target = tmp_path / "bench.json"
+    code = main(["bench", "--ops", "300", "--batch-ops", "500", "--rows", "1000", "--repeat", "1",
+                 "--json", "--output", str(target)])
+    assert code == 0
+    doc = json.loads(target.read_text())
+    rows = {(r["store"], r["mode"]): r for r in doc["results"]}
+    assert set(rows) == {
+        ("dict baseline", "per-call"),
+        ("InMemoryContextStore", "per-call"),
+        ("InMemoryContextStore", "batch"),
+        ("raw sqlite3", "per-call"),
+        ("SQLiteContextStore", "per-call"),
+        ("raw sqlite3", "batch"),
+        ("SQLiteContextStore", "batch"),
+    }
+    ours = rows[("InMemoryContextStore", "per-call")]
+    assert ours["num_ops"] == 300 and ours["baseline_of"] == "dict baseline"
+    assert ours["ratio"] > 0 and ours["calls_per_second"] == pytest.approx(2 * ours["ops_per_second"])
+    assert rows[("SQLiteContextStore", "batch")]["num_ops"] == 500
+
+
+def test_bench_table_has_the_spec_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--ops", "100", "--batch-ops", "100", "--repeat", "1",
+                 "--stores", "memory", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for column in ("Store", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second"):
+        assert column in out
+    assert "InMemoryContextStore" in out and "SQLiteContextStore" not in out
+
+
+def test_bench_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--stores", "memory,cassandra"]) == 2
+    assert "cassandra" in capsys.readouterr().err
+    assert main(["bench", "--ops", "0"]) == 2
+
+
+def test_python_dash_m_entry_point() -> None:
+    out = subprocess.run([sys.executable, "-m", "context_framework", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("context-framework ")
+
+
+def test_dict_baseline_validates_like_the_spec() -> None:
+    import pandas as pd
+
+    adapter = DictBaselineAdapter(pd.DataFrame({"A": range(3)}))
+    adapter.add_context(("row", 2), {"x": 1})
+    assert adapter.get_context(("row", 2)) == {"x": 1}
+    with pytest.raises(KeyError):
+        adapter.add_context(("row", 3), {})
+    with pytest.raises(KeyError):
+        adapter.get_context(("column", "B"))
+
+
+def test_results_table_format() -> None:
+    results = run_benchmarks(num_ops=50, batch_ops=50, rows=100, repeat=1, stores=("memory",))
+    table = format_table(results)
+    assert table.count("\n") == len(results) + 1
+    assert "x dict baseline" in table
