@@ -288,7 +288,7 @@ class InMemoryContextStore(BaseContextStore):
     ) -> None:
         max_size = self.max_value_size
         limit = max_size if max_size is not None else 1 << 62
-        prepared = []
+        prepared: list[tuple[Any, Any]] = []
         append = prepared.append
         with gc_paused():
             for key, value in iter_pairs(items):

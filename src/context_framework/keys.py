@@ -431,7 +431,7 @@ def _decode_part(data: bytes, pos: int, nested: bool) -> tuple[Any, int]:
     if code == _NONE:
         return None, pos + (2 if nested else 1)
     if code == _NESTED:
-        items = []
+        items: list[Any] = []
         pos += 1
         while True:
             if data[pos] == 0x00 and not (pos + 1 < len(data) and data[pos + 1] == 0xFF):

@@ -62,7 +62,6 @@ forked child keeps a private copy of the data as it was at fork time.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -88,7 +87,6 @@ from .base_store import (
 from .exceptions import (
     ContextConfigurationError,
     ContextSchemaError,
-    ContextSerializationError,
     ContextStoreBusyError,
     ContextStoreClosedError,
     ContextStoreError,
@@ -96,7 +94,6 @@ from .exceptions import (
 from .keys import CODEC_VERSION, Key, decode_key, encode_key, prefix_range
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
-    _flat_bound,
     check_size,
     decode_value,
     dumps_json,
@@ -124,58 +121,13 @@ _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
 _monotonic = time.monotonic
 
 
-# --------------------------------------------------------------------------- JSON fast paths
-
-
-def _no_default(obj: Any) -> Any:
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-# values.dumps_json (JSONEncoder.encode) builds a C encoder on every call; build it once.
-# Same settings: ensure_ascii=False, separators (",", ":"), allow_nan=False, no circular check.
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_flat_encoder = (
-    _c_make_encoder(None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    if _c_make_encoder is not None
-    else None
-)
-_scan_once: Callable[[str, int], tuple[Any, int]] = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _encode(value: Any, max_size: int | None) -> str:
-    """``values.encode_value`` with a faster path for flat dicts of plain scalars."""
-    if _flat_encoder is not None and type(value) is dict and _flat_bound(value) >= 0:
-        text: str = "".join(_flat_encoder(value, 0))
-        check_size(text, max_size)
-    else:
-        text = encode_value(value, max_size)
-    if not text.isascii():
-        _check_utf8(text)
-    return text
-
-
-def _check_utf8(text: str) -> None:
-    """SQLite stores text as UTF-8: refuse lone surrogates before anything is written."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ContextSerializationError(
-            f"metadata holds the lone surrogate {text[exc.start : exc.end]!r} (in {text!r:.80}), "
-            "which is not valid Unicode and cannot be stored as UTF-8; fix the string "
-            "(e.g. decode its bytes with errors='replace')"
-        ) from None
+# --------------------------------------------------------------------------- values
 
 
 def _decode(text: Any) -> Metadata:
     """Decode a stored value (JSON text written by this module)."""
     try:
-        value, end = _scan_once(text, 0)
-        if end == len(text):
-            return value  # type: ignore[no-any-return]
-    except (StopIteration, TypeError, ValueError):
-        pass
-    try:
-        return decode_value(text)  # the slow path: bytes, or a clear error for non-JSON data
+        return decode_value(text)
     except (TypeError, ValueError) as exc:
         raise ContextStoreError(f"stored value is not valid JSON: {text!r:.80} ({exc})") from exc
 
@@ -556,7 +508,7 @@ class SQLiteContextStore(BaseContextStore):
 
     def set(self, key: Key, value: Mapping[str, Any]) -> None:
         """Store ``value`` under ``key``: one statement, one implicit transaction."""
-        args = (self._namespace, encode_key(key), _encode(value, self.max_value_size))
+        args = (self._namespace, encode_key(key), encode_value(value, self.max_value_size))
         start = _monotonic()
         try:
             lock = self._lock
@@ -584,14 +536,7 @@ class SQLiteContextStore(BaseContextStore):
             row = self._retry("get", lambda cur: cur.execute(sql, args).fetchone(), exc, start)
         if row is None:
             return default  # type: ignore[no-any-return]
-        text = row[0]
-        try:  # _decode(text), inlined
-            value, end = _scan_once(text, 0)
-            if end == len(text):
-                return value  # type: ignore[no-any-return]
-        except (StopIteration, TypeError, ValueError):
-            pass
-        return _decode(text)
+        return _decode(row[0])
 
     def delete(self, key: Key) -> bool:
         args = (self._namespace, encode_key(key))
@@ -669,7 +614,7 @@ class SQLiteContextStore(BaseContextStore):
         limit = self.max_value_size
         with gc_paused():  # builds only acyclic objects
             keys = [encode_key(k) for k, _ in pairs]
-            texts = [_encode(v, limit) for _, v in pairs]
+            texts = [encode_value(v, limit) for _, v in pairs]
         ns, sql = self._namespace, self._sql.upsert
         # zip() (made anew on each attempt) yields the rows without keeping 3-tuples alive.
         self._transaction("set_many", lambda cur: cur.executemany(sql, zip(repeat(ns), keys, texts)))
@@ -744,8 +689,6 @@ class SQLiteContextStore(BaseContextStore):
             merged = patch if row is None else {**_decode(row[0]), **patch}
             text = dumps_json(merged)
             check_size(text, self.max_value_size)
-            if not text.isascii():
-                _check_utf8(text)
             cur.execute(sql.upsert, (*args, text))
             return merged
 
@@ -760,7 +703,7 @@ class SQLiteContextStore(BaseContextStore):
         def body(cur: Any) -> Number:
             row = cur.execute(sql.get, args).fetchone()
             new = apply_increment(None if row is None else _decode(row[0]), key, field, by)
-            cur.execute(sql.upsert, (*args, _encode(new, self.max_value_size)))
+            cur.execute(sql.upsert, (*args, encode_value(new, self.max_value_size)))
             return new[field]  # type: ignore[no-any-return]
 
         return self._transaction("increment", body)
