@@ -34,7 +34,7 @@ from context_framework.exceptions import (
     ContextValueTooLargeError,
     UnsupportedKeyError,
 )
-from context_framework.keys import encode_key
+from context_framework.keys import encode_key, encode_namespace
 from context_framework.sqlite_store import SCHEMA_VERSION, SQLiteContextStore
 from context_framework.testing import StoreTests, make_state_machine_test
 
@@ -220,9 +220,9 @@ def test_schema_layout(db: str) -> None:
     try:
         meta = dict(conn.execute("SELECT key, value FROM context_meta"))
         assert meta["schema_version"] == str(SCHEMA_VERSION) == "1"
-        assert [r[1] for r in conn.execute("PRAGMA table_info(context)")] == ["ns", "k", "v"]
+        assert [r[1] for r in conn.execute("PRAGMA table_info(context)")] == ["k", "v"]
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'context'").fetchone()[0]
-        assert "WITHOUT ROWID" in sql and "PRIMARY KEY (ns, k)" in sql
+        assert "WITHOUT ROWID" in sql and "PRIMARY KEY" in sql
     finally:
         conn.close()
 
@@ -230,8 +230,13 @@ def test_schema_layout(db: str) -> None:
 def test_stored_rows_are_encoded_key_and_json(store: SQLiteContextStore) -> None:
     ns_store = store.with_namespace("a/b")
     ns_store.set(("row", 1), {"x": [1, "é"]})
-    rows = store._conn.execute("SELECT ns, k, v FROM context").fetchall()
-    assert rows == [("a/b", encode_key(("row", 1)), '{"x":[1,"é"]}')]
+    rows = store._conn.execute("SELECT k, v FROM context").fetchall()
+    assert rows == [(encode_namespace("a/b") + encode_key(("row", 1)), '{"x":[1,"é"]}')]
+    # namespaces are disjoint key ranges: "a" is not a prefix range of "a/b" or "a\x00"
+    store.with_namespace("a").set(("row", 1), {"x": 0})
+    store.with_namespace("a\x01").set(("row", 1), {"x": 2})
+    assert store.with_namespace("a").count() == 1
+    assert store.with_namespace("a").list_keys() == [("row", 1)]
 
 
 @pytest.mark.parametrize("version", ["2", "999", "0", "garbage", ""])
@@ -560,7 +565,7 @@ def test_increment(store: SQLiteContextStore) -> None:
 def _hold_write_lock(db: str, mode: str = "IMMEDIATE") -> sqlite3.Connection:
     other = sqlite3.connect(db, isolation_level=None, timeout=0, check_same_thread=False)
     other.execute(f"BEGIN {mode}")
-    other.execute("INSERT INTO context (ns, k, v) VALUES ('', x'00', '{}')")
+    other.execute("INSERT INTO context (k, v) VALUES (x'00', '{}')")
     return other
 
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 import reprlib
 import struct
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from sys import intern
 from typing import Any
@@ -66,6 +67,8 @@ __all__ = [
     "Key",
     "decode_key",
     "encode_key",
+    "encode_keys",
+    "encode_namespace",
     "encode_prefix",
     "has_prefix",
     "normalize_key",
@@ -333,6 +336,42 @@ def encode_key(key: Any) -> bytes:
     except _Unsupported as exc:
         raise _fail(key, exc) from None
     return b"".join(out)
+
+
+_INT_HEADS = [bytes((_INT_ZERO + n,)) for n in range(9)]
+
+
+def encode_namespace(namespace: str) -> bytes:
+    """A namespace path as one codec string element: stores prefix their keys with it."""
+    try:
+        return _encode_str(namespace)
+    except _Unsupported as exc:
+        raise UnsupportedKeyError(f"namespace {namespace!r} {exc.reason}") from None
+
+
+def encode_keys(keys: Iterable[Any], prefix: bytes = b"") -> list[bytes]:
+    """Encode many keys, each after ``prefix`` (e.g. :func:`encode_namespace`).
+
+    ``(str, int)`` pairs (``("row", 7)``) take an inlined fast path.
+    """
+    heads: dict[str, bytes] = {}
+    out: list[bytes] = []
+    append = out.append
+    for key in keys:
+        if type(key) is tuple and len(key) == 2:
+            a, b = key
+            if type(a) is str and type(b) is int and 0 < b < 0x10000000000000000:
+                head = heads.get(a)
+                if head is None:
+                    try:
+                        head = heads[a] = prefix + b"\x01" + _encode_str(a)
+                    except _Unsupported as exc:
+                        raise _fail(key, exc) from None
+                n = (b.bit_length() + 7) >> 3
+                append(head + _INT_HEADS[n] + b.to_bytes(n, "big"))
+                continue
+        append(prefix + encode_key(key))
+    return out
 
 
 def encode_prefix(prefix: tuple[Any, ...]) -> bytes:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from typing import Any
 
@@ -47,6 +47,8 @@ __all__ = [
     "check_size",
     "decode_value",
     "encode_value",
+    "encode_values",
+    "decode_values",
     "prepare_value",
 ]
 
@@ -59,32 +61,42 @@ def _not_serializable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+# The C encoder, built once (compact, ensure_ascii=False, allow_nan=False, no circular check).
+_c_encoder = (
+    _c_make_encoder(
+        None, _not_serializable, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    if _c_make_encoder is not None
+    else None
+)
+_json_decoder = json.JSONDecoder()
+_scan_once = _json_decoder.scan_once  # type: ignore[attr-defined]
+
+
 def _make_dumps() -> Any:
     """Compact JSON (ensure_ascii=False, no NaN, no circular check), C encoder built once.
 
     ``json.JSONEncoder.encode`` builds a new C encoder on every call, which costs
     more than encoding a small dict; building it once makes encoding ~3x faster.
     """
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # pragma: no cover - pure-Python json
+    encoder = _c_encoder
+    if encoder is None:  # pragma: no cover - pure-Python json
         return json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
         ).encode
-    encoder = c_make_encoder(
-        None, _not_serializable, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
+    join = "".join
 
     def dumps(obj: Any) -> str:
-        return "".join(encoder(obj, 0))
+        return join(encoder(obj, 0))
 
     return dumps
 
 
 def _make_loads() -> Any:
     """Decode one JSON document, through the C scanner directly when it spans the whole text."""
-    decoder = json.JSONDecoder()
-    scan_once = decoder.scan_once  # type: ignore[attr-defined]
-    decode = decoder.decode
+    scan_once = _scan_once
+    decode = _json_decoder.decode
 
     def loads(text: str) -> Any:
         try:
@@ -297,12 +309,33 @@ def prepare_value(value: Any, max_size: int | None = DEFAULT_MAX_VALUE_SIZE) -> 
 
 def encode_value(value: Any, max_size: int | None = DEFAULT_MAX_VALUE_SIZE) -> str:
     """Validate ``value`` and return its compact JSON text."""
-    if type(value) is dict and _flat_bound(value) >= 0:
-        text = _encode_json(value)
-    else:
-        text = _encode_json(_top_level(value))
+    if type(value) is dict:
+        bound = _flat_bound(value)
+        if bound >= 0:
+            text: str = _encode_json(value)
+            if max_size is not None and bound > max_size:
+                check_size(text, max_size)
+            return text
+    text = _encode_json(_top_level(value))
     check_size(text, max_size)
-    return text  # type: ignore[no-any-return]
+    return text
+
+
+def encode_values(values: Iterable[Any], max_size: int | None = DEFAULT_MAX_VALUE_SIZE) -> list[str]:
+    """:func:`encode_value` for many values (batch paths): same rules, less overhead per value."""
+    out: list[str] = []
+    append = out.append
+    limit = max_size if max_size is not None else 1 << 62
+    encoder = _c_encoder
+    join = "".join
+    for value in values:
+        if encoder is not None and type(value) is dict:
+            bound = _flat_bound(value)
+            if 0 <= bound <= limit:
+                append(join(encoder(value, 0)))
+                continue
+        append(encode_value(value, max_size))
+    return out
 
 
 def decode_value(text: str | bytes) -> dict[str, Any]:
@@ -310,6 +343,27 @@ def decode_value(text: str | bytes) -> dict[str, Any]:
     if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     return _decode_json(text)  # type: ignore[no-any-return]
+
+
+def decode_values(texts: Iterable[str | bytes | None]) -> list[dict[str, Any] | None]:
+    """:func:`decode_value` for many texts; ``None`` stays ``None``."""
+    out: list[dict[str, Any] | None] = []
+    append = out.append
+    scan_once = _scan_once
+    for text in texts:
+        if text is None:
+            append(None)
+            continue
+        if type(text) is str:
+            try:
+                value, end = scan_once(text, 0)
+                if end == len(text):
+                    append(value)
+                    continue
+            except StopIteration:
+                pass
+        append(decode_value(text))
+    return out
 
 
 dumps_json = _encode_json
