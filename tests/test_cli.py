@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_bench_json(tmp_path: Path) -> None:
     rows = {(r["store"], r["mode"]): r for r in doc["results"]}
     assert set(rows) == {
         ("dict baseline", "per-call"),
+        ("dict (membership only)", "per-call"),
         ("InMemoryContextStore", "per-call"),
         ("InMemoryContextStore", "batch"),
         ("raw sqlite3", "per-call"),
@@ -69,16 +71,43 @@ def test_python_dash_m_entry_point() -> None:
     assert out.startswith("context-framework ")
 
 
-def test_dict_baseline_validates_like_the_spec() -> None:
+@pytest.mark.parametrize(
+    "index",
+    [None, [10, 20, 30], [0.5, 1.0, 2.0], ["a", "b", "c"]],
+    ids=["range", "int", "float", "str"],
+)
+def test_dict_baseline_has_the_same_key_validation_as_the_adapter(index: list[Any] | None) -> None:
+    """The benchmark's baseline refuses exactly the keys PandasContextAdapter refuses."""
+    import numpy as np
     import pandas as pd
 
-    adapter = DictBaselineAdapter(pd.DataFrame({"A": range(3)}))
-    adapter.add_context(("row", 2), {"x": 1})
-    assert adapter.get_context(("row", 2)) == {"x": 1}
-    with pytest.raises(KeyError):
-        adapter.add_context(("row", 3), {})
-    with pytest.raises(KeyError):
-        adapter.get_context(("column", "B"))
+    from context_framework import ContextKeyError
+    from context_framework.adapters.pandas_adapter import PandasContextAdapter
+
+    df = pd.DataFrame({"A": [1, 2, 3], "B": [4, 5, 6]}, index=index)
+    labels = list(df.index)
+    candidates: list[Any] = [
+        ("dataset",), ("dataset", 1), ("column", "A"), ("column", "C"), ("column",),
+        ("colum", "A"), "row", ("row",), ("row", labels[0], "x"),
+        ("row", labels[0], "column", "B"), ("row", labels[0], "column", "Z"),
+        ("row", True), ("row", 1), ("row", 1.0), ("row", "a"), ("row", 10), ("row", 99),
+        ("row", 0.5), ("row", 2.0), ("row", np.int64(1)),
+        *[("row", lbl) for lbl in labels],
+    ]
+    ours = PandasContextAdapter(df)
+    baseline = DictBaselineAdapter(df)
+    for key in candidates:
+        try:
+            ours.add_context(key, {"x": 1})
+            ours_ok = True
+        except ContextKeyError:
+            ours_ok = False
+        try:
+            baseline.add_context(key, {"x": 1})
+            base_ok = True
+        except KeyError:
+            base_ok = False
+        assert ours_ok == base_ok, key
 
 
 def test_results_table_format() -> None:

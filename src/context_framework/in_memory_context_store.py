@@ -154,6 +154,21 @@ class _ClosedData(dict):  # type: ignore[type-arg]
 
 _MISSING = object()
 
+#: The in-memory fast path takes dicts of at most this many fields.
+FAST_FIELDS = 16
+
+
+def fast_str_limit(max_value_size: int | None) -> int:
+    """Longest ASCII string (field name or value) the fast path accepts without measuring.
+
+    Chosen so that ``FAST_FIELDS`` fields of such strings always encode within
+    ``max_value_size`` bytes of JSON (escapes take at most 6 bytes a character,
+    a number at most 26). -1 when the limit is too small for any fast path.
+    """
+    if max_value_size is None:
+        return 1 << 62
+    return max(-1, (max_value_size - 2 - 32 * FAST_FIELDS) // (12 * FAST_FIELDS))
+
 
 class InMemoryContextStore(BaseContextStore):
     """A thread-safe, in-process store. ``InMemoryContextStore()`` or ``open_store("memory://")``."""
@@ -166,6 +181,16 @@ class InMemoryContextStore(BaseContextStore):
         super().__init__(namespace=namespace, max_value_size=max_value_size)
         self._spaces: dict[str, dict[Any, Any]] = {}
         self._data: dict[Any, Any] = self._spaces.setdefault(self._namespace, {})
+
+    @property
+    def max_value_size(self) -> int | None:
+        """Largest accepted value, in bytes of encoded JSON (``None``: no limit)."""
+        return self._max_value_size
+
+    @max_value_size.setter
+    def max_value_size(self, size: int | None) -> None:
+        self._max_value_size = size
+        self._fast_len = fast_str_limit(size)
 
     def _bind_namespace(self) -> None:
         self._data = self._spaces.setdefault(self._namespace, {})
@@ -199,17 +224,22 @@ class InMemoryContextStore(BaseContextStore):
             self._set_normalized(_canonical(key), value)
 
     def _set_normalized(self, ckey: Any, value: Mapping[str, Any]) -> None:
-        """``set`` for a key already in canonical form (adapters call this directly)."""
-        if type(value) is dict:
-            # Inlined fast path of values.prepare_value for flat dicts of plain scalars:
-            # n counts characters, the JSON size is at most 6 * n + 32 * len(value) + 2.
-            n = 0
+        """``set`` for a key already in canonical form (adapters call this directly).
+
+        Fast path (mirrored in ``PandasContextAdapter.add_context``): a plain dict of
+        at most ``FAST_FIELDS`` fields whose names and values are ASCII ``str`` of at
+        most ``self._fast_len`` characters, 64-bit ``int``, finite ``float``, ``bool``
+        or ``None``. Such a dict is valid, and its JSON is within ``max_value_size``
+        (``2 + FAST_FIELDS * (12 * _fast_len + 32)`` bounds it), so a shallow copy
+        is a complete, private copy. Anything else goes through ``prepare_value``.
+        """
+        if type(value) is dict and len(value) <= FAST_FIELDS:
+            limit = self._fast_len
             for k, v in value.items():
                 tv = type(v)
                 if tv is str:
-                    if not v.isascii():  # non-ASCII text is checked for lone surrogates
+                    if len(v) > limit or not v.isascii():
                         break
-                    n += len(v)
                 elif tv is int:
                     if not _INT_MIN <= v <= _INT_MAX:
                         break
@@ -218,14 +248,11 @@ class InMemoryContextStore(BaseContextStore):
                         break
                 elif not (tv is bool or v is None):
                     break
-                if type(k) is not str or not k.isascii():
+                if type(k) is not str or len(k) > limit or not k.isascii():
                     break
-                n += len(k)
             else:
-                max_size = self.max_value_size
-                if max_size is None or 6 * n + 32 * len(value) + 2 <= max_size:
-                    self._data[ckey] = value.copy()
-                    return
+                self._data[ckey] = value.copy()
+                return
         self._data[ckey] = _freeze(prepare_value(value, self.max_value_size))
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:

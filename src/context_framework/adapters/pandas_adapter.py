@@ -52,7 +52,9 @@ except ImportError as exc:  # pragma: no cover - exercised without pandas instal
 
 from ..base_store import ContextStore, Metadata
 from ..exceptions import ContextKeyError, LabelNotFoundError, UnsupportedKeyError
+from ..in_memory_context_store import FAST_FIELDS, InMemoryContextStore
 from ..keys import Key, normalize_key
+from ..values import _INT_MAX, _INT_MIN
 from .base_adapter import DATASET_KEY, BaseContextAdapter
 
 __all__ = ["PandasContextAdapter"]
@@ -86,6 +88,8 @@ class PandasContextAdapter(BaseContextAdapter):
         self._get_row = getattr(self._store, "_get_normalized", self._store.get)
         self._set = self._store.set
         self._get = self._store.get
+        # The spec's loop on the in-memory store runs through an inlined path (one call).
+        self._mem = self._store if type(self._store) is InMemoryContextStore else None
         self._range_index: Any = None
         self._range: range = range(0)
 
@@ -106,6 +110,29 @@ class PandasContextAdapter(BaseContextAdapter):
             and self.data.index is self._range_index
             and key[1] in self._range
         ):
+            mem = self._mem
+            if mem is not None and type(metadata) is dict and len(metadata) <= FAST_FIELDS:
+                # InMemoryContextStore._set_normalized's fast path, inlined here to save
+                # a call on the spec's hot loop; see that method for why it is complete.
+                limit = mem._fast_len
+                for k, v in metadata.items():
+                    tv = type(v)
+                    if tv is str:
+                        if len(v) > limit or not v.isascii():
+                            break
+                    elif tv is int:
+                        if not _INT_MIN <= v <= _INT_MAX:
+                            break
+                    elif tv is float:
+                        if v - v != 0.0:
+                            break
+                    elif not (tv is bool or v is None):
+                        break
+                    if type(k) is not str or len(k) > limit or not k.isascii():
+                        break
+                else:
+                    mem._data[key] = metadata.copy()
+                    return
             self._set_row(key, metadata)
         else:
             self._set(self.validate_key(key), metadata)
@@ -120,6 +147,13 @@ class PandasContextAdapter(BaseContextAdapter):
             and self.data.index is self._range_index
             and key[1] in self._range
         ):
+            mem = self._mem
+            if mem is not None:  # InMemoryContextStore._get_normalized, inlined
+                entry = mem._data.get(key)
+                if entry is None:
+                    return default  # type: ignore[no-any-return]
+                if None not in entry:
+                    return entry.copy()  # type: ignore[no-any-return]
             return self._get_row(key, default)
         return self._get(self.validate_key(key), default)
 

@@ -10,9 +10,11 @@ Every case runs ``repeat`` times, interleaved with its baseline so that both
 see the same machine load, and the median is reported. Baselines:
 
 * **dict baseline**: the minimal implementation of the spec's API — a plain
-  ``dict`` plus the same key checks done the plain pandas way
-  (``label in df.index``, ``name in df.columns``). It copies nothing, so it
-  gives none of our isolation or key-type guarantees.
+  ``dict`` plus the same key validation as ours (key conventions, labels in
+  the axis with their exact type), written the plain pandas way
+  (``label in df.index``). It copies nothing, so it gives none of our
+  isolation or value guarantees. A second reference row, **dict (membership
+  only)**, does bare ``label in df.index`` tests and accepts keys we refuse.
 * **raw sqlite3**: the same loop written directly against ``sqlite3`` with
   the same journal settings (see :mod:`.sqlite_baseline`).
 """
@@ -27,9 +29,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any
 
-__all__ = ["CaseResult", "DictBaselineAdapter", "run_benchmarks", "spec_loop"]
+__all__ = [
+    "CaseResult",
+    "DictBaselineAdapter",
+    "MembershipDictAdapter",
+    "run_benchmarks",
+    "spec_loop",
+]
 
 STORES = ("memory", "sqlite")
 
@@ -70,8 +79,13 @@ class CaseResult:
         return out
 
 
-class DictBaselineAdapter:
-    """The minimal implementation of the spec's API: a dict plus plain pandas key checks."""
+class MembershipDictAdapter:
+    """A dict plus bare membership tests (``label in df.index``): weaker checks than ours.
+
+    It accepts keys that ``PandasContextAdapter`` refuses (``("row", True)``,
+    ``("row", 1.0)`` on an integer index, unknown kinds), so it is shown for
+    reference only, without a ratio.
+    """
 
     def __init__(self, df: Any) -> None:
         self.df = df
@@ -93,6 +107,48 @@ class DictBaselineAdapter:
     def get_context(self, key: Any) -> dict[str, Any] | None:
         self._validate(key)
         return self._data.get(key)
+
+
+def _check_label(label: Any, labels: Any) -> None:
+    """Plain pandas version of the adapter's rule: the label is in the axis, type included."""
+    kind = labels.dtype.kind
+    if isinstance(label, bool) and kind != "b":
+        raise KeyError(label)
+    if kind in "iu" and isinstance(label, float):
+        raise KeyError(label)
+    if kind == "f" and isinstance(label, Integral) and not isinstance(label, bool):
+        raise KeyError(label)
+    if label not in labels:
+        raise KeyError(label)
+
+
+class DictBaselineAdapter(MembershipDictAdapter):
+    """The minimal implementation of the spec's API with the same key validation as ours.
+
+    A plain ``dict`` plus the checks ``PandasContextAdapter`` makes, written the
+    plain pandas way: the key conventions (``("dataset",)``, ``("column", c)``,
+    ``("row", r)``, ``("row", r, "column", c)``; other kinds refused) and labels
+    that are in the axis with their exact type (no ``True`` or ``1.0`` for the
+    row ``1``). It stores and returns the caller's dicts as they are, so it has
+    none of our isolation or value checks.
+    """
+
+    def _validate(self, key: Any) -> None:
+        if not isinstance(key, tuple) or not key:
+            raise KeyError(key)
+        kind = key[0]
+        if kind == "row":
+            if len(key) == 2:
+                _check_label(key[1], self.df.index)
+            elif len(key) == 4 and key[2] == "column":
+                _check_label(key[1], self.df.index)
+                _check_label(key[3], self.df.columns)
+            else:
+                raise KeyError(key)
+        elif kind == "column" and len(key) == 2:
+            _check_label(key[1], self.df.columns)
+        elif kind != "dataset" or len(key) != 1:
+            raise KeyError(key)
 
 
 def spec_loop(adapter: Any, num_ops: int) -> tuple[float, float]:
@@ -143,6 +199,8 @@ def _cases(df: Any, num_ops: int, batch_ops: int, stores: tuple[str, ...], workd
     if "memory" in stores:
         cases.append(("dict baseline", "per-call", num_ops, None,
                       lambda: spec_loop(DictBaselineAdapter(df), num_ops)))
+        cases.append(("dict (membership only)", "per-call", num_ops, None,
+                      lambda: spec_loop(MembershipDictAdapter(df), num_ops)))
         cases.append(("InMemoryContextStore", "per-call", num_ops, "dict baseline",
                       lambda: spec_loop(PandasContextAdapter(df, InMemoryContextStore()), num_ops)))
         cases.append(("InMemoryContextStore", "batch", batch_ops, None,
