@@ -46,7 +46,6 @@ from .values import (
     _INT_MAX,
     _INT_MIN,
     DEFAULT_MAX_VALUE_SIZE,
-    _flat_bound,
     check_size,
     dumps_json,
     loads_json,
@@ -138,6 +137,54 @@ def _original(ckey: Any) -> Key:
     return decode_key(ckey) if type(ckey) is bytes else ckey
 
 
+def _fast_entry(value: Any, limit: int) -> dict[str, Any] | None:
+    """A private copy of ``value`` if it qualifies for the fast path, else ``None``.
+
+    The fast path (mirrored inline in ``PandasContextAdapter.add_context``): a plain
+    dict of at most ``FAST_FIELDS`` fields whose names and values are ASCII ``str``
+    of at most ``limit`` characters (:func:`fast_str_limit`), 64-bit ``int``,
+    finite ``float``, ``bool`` or ``None``. Such a dict is valid and its JSON is
+    within ``max_value_size``, so a shallow copy is a complete, private copy.
+    """
+    if type(value) is not dict or len(value) > FAST_FIELDS:
+        return None
+    for k, v in value.items():
+        tv = type(v)
+        if tv is str:
+            if len(v) > limit or not v.isascii():
+                return None
+        elif tv is int:
+            if not _INT_MIN <= v <= _INT_MAX:
+                return None
+        elif tv is float:
+            if v - v != 0.0:
+                return None
+        elif not (tv is bool or v is None):
+            return None
+        if type(k) is not str or len(k) > limit or not k.isascii():
+            return None
+    return value.copy()
+
+
+def _canonical_batch(keys: Iterable[Any]) -> list[Any]:
+    """:func:`_canonical` of many keys, with the ``("row", 7)`` shape inlined."""
+    out: list[Any] = []
+    append = out.append
+    for key in keys:
+        if (
+            type(key) is tuple
+            and len(key) == 2
+            and type(key[0]) is str
+            and type(key[1]) is int
+            and key[0].isascii()
+            and -_INT_LIMIT < key[1] < _INT_LIMIT
+        ):
+            append(key)
+        else:
+            append(_canonical(key))
+    return out
+
+
 class _ClosedData(dict):  # type: ignore[type-arg]
     """Stands in for the data of a closed store: every access raises."""
 
@@ -224,36 +271,11 @@ class InMemoryContextStore(BaseContextStore):
             self._set_normalized(_canonical(key), value)
 
     def _set_normalized(self, ckey: Any, value: Mapping[str, Any]) -> None:
-        """``set`` for a key already in canonical form (adapters call this directly).
-
-        Fast path (mirrored in ``PandasContextAdapter.add_context``): a plain dict of
-        at most ``FAST_FIELDS`` fields whose names and values are ASCII ``str`` of at
-        most ``self._fast_len`` characters, 64-bit ``int``, finite ``float``, ``bool``
-        or ``None``. Such a dict is valid, and its JSON is within ``max_value_size``
-        (``2 + FAST_FIELDS * (12 * _fast_len + 32)`` bounds it), so a shallow copy
-        is a complete, private copy. Anything else goes through ``prepare_value``.
-        """
-        if type(value) is dict and len(value) <= FAST_FIELDS:
-            limit = self._fast_len
-            for k, v in value.items():
-                tv = type(v)
-                if tv is str:
-                    if len(v) > limit or not v.isascii():
-                        break
-                elif tv is int:
-                    if not _INT_MIN <= v <= _INT_MAX:
-                        break
-                elif tv is float:
-                    if v - v != 0.0:
-                        break
-                elif not (tv is bool or v is None):
-                    break
-                if type(k) is not str or len(k) > limit or not k.isascii():
-                    break
-            else:
-                self._data[ckey] = value.copy()
-                return
-        self._data[ckey] = _freeze(prepare_value(value, self.max_value_size))
+        """``set`` for a key already in canonical form (adapters call this directly)."""
+        entry = _fast_entry(value, self._fast_len)
+        if entry is None:
+            entry = _freeze(prepare_value(value, self.max_value_size))
+        self._data[ckey] = entry
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:
         if (
@@ -313,31 +335,28 @@ class InMemoryContextStore(BaseContextStore):
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
     ) -> None:
-        max_size = self.max_value_size
-        limit = max_size if max_size is not None else 1 << 62
-        prepared: list[tuple[Any, Any]] = []
-        append = prepared.append
+        max_size, limit = self.max_value_size, self._fast_len
         with gc_paused():
-            for key, value in iter_pairs(items):
-                key = _canonical(key)
-                if type(value) is dict and 0 <= _flat_bound(value) <= limit:
-                    append((key, value.copy()))
-                else:
-                    append((key, _freeze(prepare_value(value, max_size))))
-            self._data.update(prepared)  # one atomic step: all or nothing
+            pairs = list(iter_pairs(items))
+            ckeys = _canonical_batch([k for k, _ in pairs])
+            entries = []
+            append = entries.append
+            for _, value in pairs:
+                entry = _fast_entry(value, limit)
+                append(entry if entry is not None else _freeze(prepare_value(value, max_size)))
+            self._data.update(zip(ckeys, entries))  # one atomic step: all or nothing
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         data = self._data
         out: list[Metadata | None] = []
         with gc_paused():
-            out.extend(self._get_many(data, keys))
+            out.extend(self._get_many(data, _canonical_batch(keys)))
         return out
 
     @staticmethod
-    def _get_many(data: dict[Any, Any], keys: Iterable[Key]) -> Iterator[Metadata | None]:
-        for key in keys:
-            key = _canonical(key)
-            entry = data.get(key)
+    def _get_many(data: dict[Any, Any], ckeys: list[Any]) -> Iterator[Metadata | None]:
+        for ckey in ckeys:
+            entry = data.get(ckey)
             if entry is None:
                 yield None
             elif None in entry:
@@ -346,7 +365,7 @@ class InMemoryContextStore(BaseContextStore):
                 yield entry.copy()
 
     def delete_many(self, keys: Iterable[Key]) -> int:
-        ckeys = [_canonical(k) for k in keys]
+        ckeys = _canonical_batch(keys)
         data = self._data
         return sum(1 for c in ckeys if data.pop(c, _MISSING) is not _MISSING)
 
