@@ -339,7 +339,7 @@ class InMemoryContextStore(BaseContextStore):
         with gc_paused():
             pairs = list(iter_pairs(items))
             ckeys = _canonical_batch([k for k, _ in pairs])
-            entries = []
+            entries: list[Any] = []
             append = entries.append
             for _, value in pairs:
                 entry = _fast_entry(value, limit)
