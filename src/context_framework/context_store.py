@@ -13,13 +13,18 @@ from .in_memory_context_store import InMemoryContextStore
 from .registry import open_store, register_store
 
 if TYPE_CHECKING:  # resolved lazily at run time by __getattr__ below
+    from .db_store import DatabaseContextStore, DBContextStore
+    from .redis_store import RedisContextStore
     from .sqlite_store import SQLiteContextStore
 
 __all__ = [
     "BaseContextStore",
     "ContextStore",
+    "DBContextStore",
+    "DatabaseContextStore",
     "InMemoryContextStore",
     "Metadata",
+    "RedisContextStore",
     "SQLiteContextStore",
     "open_store",
     "register_store",
@@ -27,6 +32,9 @@ __all__ = [
 
 _LAZY = {
     "SQLiteContextStore": "context_framework.sqlite_store",
+    "RedisContextStore": "context_framework.redis_store",
+    "DBContextStore": "context_framework.db_store",
+    "DatabaseContextStore": "context_framework.db_store",
 }
 
 

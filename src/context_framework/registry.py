@@ -35,9 +35,32 @@ _registry: dict[str, Any] = {
     "memory": "context_framework.in_memory_context_store:InMemoryContextStore",
     "mem": "context_framework.in_memory_context_store:InMemoryContextStore",
     "sqlite": "context_framework.sqlite_store:SQLiteContextStore",
+    # Redis: TCP, TLS, a Unix socket (redis-py's own spelling is unix://), Redis Cluster.
+    **{
+        scheme: "context_framework.redis_store:RedisContextStore"
+        for scheme in ("redis", "rediss", "redis+unix", "unix", "redis+cluster", "rediss+cluster")
+    },
+    **{
+        scheme: "context_framework.db_store:DBContextStore"
+        for scheme in (
+            "postgresql",
+            "postgres",
+            "postgresql+psycopg",
+            "postgresql+psycopg2",
+            "mysql",
+            "mariadb",
+            "mysql+pymysql",
+            "mariadb+pymysql",
+            "mysql+mysqldb",
+        )
+    },
 }
 # extra needed per built-in scheme, to name it when the import fails
-_extras: dict[str, str] = {}
+_extras: dict[str, str] = {
+    **{s: "redis" for s in ("redis", "rediss", "redis+unix", "unix", "redis+cluster", "rediss+cluster")},
+    **{s: "postgres" for s in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")},
+    **{s: "mysql" for s in ("mysql", "mariadb", "mysql+pymysql", "mariadb+pymysql", "mysql+mysqldb")},
+}
 _entry_points_loaded = False
 
 

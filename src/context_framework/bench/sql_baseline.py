@@ -1,0 +1,327 @@
+"""Raw-driver baselines for :class:`~context_framework.db_store.DBContextStore`, same run, same server.
+
+The work the benchmarks give the store, written "the obvious way" directly
+against the driver: a ``kv`` table keyed by ``repr(key)`` (``text`` /
+``VARCHAR``), ``json.dumps``/``json.loads`` for values, autocommit. Two raw
+tables are measured on PostgreSQL: ``v jsonb`` (the obvious column for JSON;
+the server parses every value, as it does for our queryable ``j`` column,
+but does not give values back exactly) and ``v text`` (no parsing at all,
+the least work possible). MariaDB's raw table has ``v LONGTEXT``. On
+PostgreSQL ours is measured twice: as created by default (with the generated
+``jsonb`` column ``j``) and with ``json_column=False``; the like-for-like
+ratios are ours/raw (jsonb) and ours (no j)/raw (text).
+
+* per call: ``n`` autocommit upserts (``INSERT ... ON CONFLICT`` / ``ON
+  DUPLICATE KEY UPDATE``), each its own transaction, then ``n`` point
+  ``SELECT``\\ s; ours is the spec's loop, ``PandasContextAdapter.add_context``
+  then ``get_context`` on ``("row", i)`` over a 100,000-row DataFrame;
+* batch: ``n`` entries written in one transaction (PostgreSQL: ``COPY`` into
+  a temporary table, then one ``INSERT ... SELECT ... ON CONFLICT``;
+  MariaDB: PyMySQL ``executemany``, which sends multi-row ``INSERT ... ON
+  DUPLICATE KEY UPDATE`` statements), then read back (``WHERE k =
+  ANY(%s)`` in chunks of 10,000 / ``IN (...)`` in chunks of 2,000) and
+  realigned to the input order; ours is ``set_many`` then ``get_many``.
+
+Building keys and values is timed on both sides. Each case runs ``repeat``
+times, interleaved with its baselines, and medians are printed.
+
+Run ``python -m context_framework.bench.sql_baseline URL [URL ...] [--n N]
+[--batch-n N] [--repeat R]`` with ``postgresql://...`` and/or ``mysql://...``
+URLs (tables are created with unique names and dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+__all__ = ["main", "run"]
+
+Timing = tuple[float, float]  # (write seconds, read seconds)
+
+
+def _is_pg(url: str) -> bool:
+    return url.split("://", 1)[0].lower().startswith("postgres")
+
+
+# --------------------------------------------------------------------------- raw connections
+
+
+def _pg_connect(url: str) -> Any:
+    import psycopg
+
+    from ..db_store import _Target
+
+    t = _Target(url.split("?", 1)[0])
+    params: dict[str, Any] = {
+        "host": t.host, "port": t.port, "user": t.user, "password": t.password, "dbname": t.database
+    }
+    return psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
+
+
+def _my_connect(url: str) -> Any:
+    import pymysql
+
+    from ..db_store import _Target
+
+    t = _Target(url.split("?", 1)[0])
+    return pymysql.connect(
+        host=t.host or "localhost",
+        port=t.port,
+        user=t.user or "root",
+        password=t.password or "",
+        database=t.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+
+
+def _raw_table(url: str, table: str, column: str) -> Any:
+    if _is_pg(url):
+        conn = _pg_connect(url)
+        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute(f'CREATE TABLE "{table}" (k text PRIMARY KEY, v {column} NOT NULL)')
+        return conn
+    conn = _my_connect(url)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+        cur.execute(
+            f"CREATE TABLE `{table}` (k VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin "
+            "NOT NULL PRIMARY KEY, v LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL)"
+        )
+    return conn
+
+
+def _drop_raw(url: str, table: str) -> None:
+    conn = _pg_connect(url) if _is_pg(url) else _my_connect(url)
+    try:
+        q = '"' if _is_pg(url) else "`"
+        conn.cursor().execute(f"DROP TABLE IF EXISTS {q}{table}{q}")
+    finally:
+        conn.close()
+
+
+def _drop_store_table(url: str, table: str) -> None:
+    conn = _pg_connect(url) if _is_pg(url) else _my_connect(url)
+    try:
+        cur = conn.cursor()
+        if _is_pg(url):
+            cur.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_meta"')
+            functions = ("increment", "update", "merge", "nul_hide", "nul_show")
+            names = ", ".join(f'"{table}_{f}"' for f in functions)
+            cur.execute(f"DROP FUNCTION IF EXISTS {names}")
+        else:
+            cur.execute(f"DROP TABLE IF EXISTS `{table}`, `{table}_meta`")
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- raw baselines
+
+
+def raw_per_call(url: str, n: int, column: str = "jsonb") -> Timing:
+    """``n`` autocommit upserts of ``repr(("row", i))`` then ``n`` point reads."""
+    table = f"cfraw_{uuid.uuid4().hex[:10]}"
+    conn = _raw_table(url, table, column)
+    try:
+        cur = conn.cursor()
+        if _is_pg(url):
+            cast = "::jsonb" if column == "jsonb" else ""
+            upsert = (
+                f'INSERT INTO "{table}" (k, v) VALUES (%s, %s{cast}) '
+                "ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+            )
+            get = f'SELECT v FROM "{table}" WHERE k = %s'
+        else:
+            upsert = f"INSERT INTO `{table}` (k, v) VALUES (%s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+            get = f"SELECT v FROM `{table}` WHERE k = %s"
+        loads = json.loads
+        start = time.perf_counter()
+        for i in range(n):
+            cur.execute(upsert, (repr(("row", i)), json.dumps({"meta": f"value_{i}"})))
+        mid = time.perf_counter()
+        value: Any = None
+        for i in range(n):
+            cur.execute(get, (repr(("row", i)),))
+            value = cur.fetchone()[0]
+            if type(value) is str:  # jsonb comes back decoded by psycopg
+                value = loads(value)
+        end = time.perf_counter()
+        if n and value != {"meta": f"value_{n - 1}"}:
+            raise AssertionError("raw per-call baseline read back the wrong value")
+    finally:
+        conn.close()
+        _drop_raw(url, table)
+    return mid - start, end - mid
+
+
+def raw_batch(url: str, n: int, column: str = "jsonb") -> Timing:
+    """One transaction writing ``n`` entries (COPY+INSERT or executemany), then chunked reads."""
+    table = f"cfraw_{uuid.uuid4().hex[:10]}"
+    conn = _raw_table(url, table, column)
+    try:
+        cur = conn.cursor()
+        start = time.perf_counter()
+        rows = [(repr(("row", i)), json.dumps({"meta": f"value_{i}"})) for i in range(n)]
+        if _is_pg(url):
+            with conn.transaction():
+                cur.execute(f"CREATE TEMP TABLE load_{table} (k text, v text) ON COMMIT DROP")
+                with cur.copy(f"COPY load_{table} (k, v) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cast = "::jsonb" if column == "jsonb" else ""
+                cur.execute(
+                    f'INSERT INTO "{table}" (k, v) SELECT k, v{cast} FROM load_{table} '
+                    "ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+                )
+        else:
+            conn.begin()
+            upsert = f"INSERT INTO `{table}` (k, v) VALUES (%s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+            for i in range(0, n, 5000):
+                cur.executemany(upsert, rows[i : i + 5000])
+            conn.commit()
+        mid = time.perf_counter()
+        keys = [repr(("row", i)) for i in range(n)]
+        found: dict[str, Any] = {}
+        loads = json.loads
+        if _is_pg(url):
+            sql = f'SELECT k, v FROM "{table}" WHERE k = ANY(%s)'
+            for i in range(0, n, 10_000):
+                cur.execute(sql, (keys[i : i + 10_000],))
+                for k, v in cur.fetchall():
+                    found[k] = loads(v) if type(v) is str else v
+        else:
+            for i in range(0, n, 2000):
+                part = keys[i : i + 2000]
+                cur.execute(f"SELECT k, v FROM `{table}` WHERE k IN ({','.join(['%s'] * len(part))})", part)
+                for k, v in cur.fetchall():
+                    found[k] = loads(v)
+        values = [found.get(k) for k in keys]
+        end = time.perf_counter()
+        if n and values[-1] != {"meta": f"value_{n - 1}"}:
+            raise AssertionError("raw batch baseline read back the wrong value")
+    finally:
+        conn.close()
+        _drop_raw(url, table)
+    return mid - start, end - mid
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def ours_per_call(url: str, n: int, json_column: bool = True) -> Timing:
+    """The spec's loop through ``PandasContextAdapter`` over a ``DBContextStore``."""
+    import pandas as pd
+
+    from ..adapters.pandas_adapter import PandasContextAdapter
+    from ..db_store import DBContextStore
+
+    table = f"cfours_{uuid.uuid4().hex[:10]}"
+    df = pd.DataFrame({"A": range(max(n, 100_000))})
+    store = DBContextStore(url, table=table, json_column=json_column)
+    try:
+        adapter = PandasContextAdapter(df, context_store=store)
+        add, get = adapter.add_context, adapter.get_context
+        start = time.perf_counter()
+        for i in range(n):
+            add(("row", i), {"meta": f"value_{i}"})
+        mid = time.perf_counter()
+        value = None
+        for i in range(n):
+            value = get(("row", i))
+        end = time.perf_counter()
+        if n and value != {"meta": f"value_{n - 1}"}:
+            raise AssertionError("DBContextStore read back the wrong value")
+    finally:
+        store.close()
+        _drop_store_table(url, table)
+    return mid - start, end - mid
+
+
+def ours_batch(url: str, n: int, json_column: bool = True) -> Timing:
+    """``set_many`` of ``n`` entries, then ``get_many`` of the same keys."""
+    from ..db_store import DBContextStore
+
+    table = f"cfours_{uuid.uuid4().hex[:10]}"
+    store = DBContextStore(url, table=table, json_column=json_column)
+    try:
+        start = time.perf_counter()
+        store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(n)])
+        mid = time.perf_counter()
+        values = store.get_many([("row", i) for i in range(n)])
+        end = time.perf_counter()
+        if n and values[-1] != {"meta": f"value_{n - 1}"}:
+            raise AssertionError("DBContextStore read back the wrong value")
+    finally:
+        store.close()
+        _drop_store_table(url, table)
+    return mid - start, end - mid
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 3) -> list[str]:
+    """Measure one server; return the printed lines."""
+    lines: list[str] = []
+    pg = _is_pg(url)
+    db = "PostgreSQL" if pg else "MariaDB"
+    raw_columns = ("jsonb", "text") if pg else ("longtext",)
+    for label, count, ours, raw in (
+        ("per-call", n, ours_per_call, raw_per_call),
+        ("batch", batch_n, ours_batch, raw_batch),
+    ):
+        cases: dict[str, Callable[[], Timing]] = {"ours": partial(ours, url, count)}
+        if pg:
+            cases["ours (no j)"] = partial(ours, url, count, False)
+        for column in raw_columns:
+            cases[f"raw ({column})"] = partial(raw, url, count, column)
+        times: dict[str, list[Timing]] = {name: [] for name in cases}
+        for _ in range(repeat):
+            for name, fn in cases.items():
+                times[name].append(fn())
+        rates: dict[str, tuple[float, float, float]] = {}
+        for name, runs in times.items():
+            w = statistics.median(t[0] for t in runs)
+            r = statistics.median(t[1] for t in runs)
+            total = statistics.median(t[0] + t[1] for t in runs)
+            rates[name] = (count / w, count / r, 2 * count / total)
+            unit = "calls" if label == "per-call" else "entries"
+            lines.append(
+                f"{db:10} {label:8} {name:12}: write {count / w:>10,.0f}/s  read {count / r:>10,.0f}/s"
+                f"  overall {2 * count / total:>10,.0f} {unit}/s"
+            )
+            print(lines[-1], flush=True)
+        # like for like: the server parses JSON (ours, raw jsonb) or it does not (no j, raw text)
+        pairs = [("ours", "raw (jsonb)"), ("ours (no j)", "raw (text)"), ("ours", "raw (text)")]
+        for mine, theirs in pairs if pg else [("ours", "raw (longtext)")]:
+            w, r, o = (a / b for a, b in zip(rates[mine], rates[theirs]))
+            lines.append(
+                f"{db:10} {label:8} {mine}/{theirs}: write {w:.2f}x  read {r:.2f}x  overall {o:.2f}x"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m context_framework.bench.sql_baseline",
+        description="DBContextStore vs raw psycopg / PyMySQL on the same server, same run.",
+    )
+    parser.add_argument("urls", nargs="+", metavar="URL", help="postgresql://... or mysql://...")
+    parser.add_argument("--n", type=int, default=10_000, help="per-call operations (default 10,000)")
+    parser.add_argument("--batch-n", type=int, default=100_000, help="batch entries (default 100,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per case (default 3)")
+    args = parser.parse_args(argv)
+    for url in args.urls:
+        run(url, args.n, args.batch_n, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
