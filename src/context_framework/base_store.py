@@ -40,7 +40,15 @@ from .exceptions import (
 from .keys import Key, encode_key
 from .values import DEFAULT_MAX_VALUE_SIZE, check_size, dumps_json, prepare_value
 
-__all__ = ["BaseContextStore", "ContextStore", "Metadata", "Number", "check_namespace"]
+__all__ = [
+    "BaseContextStore",
+    "ContextStore",
+    "Metadata",
+    "Number",
+    "apply_increment",
+    "check_namespace",
+    "increment_result",
+]
 
 Metadata = dict[str, Any]
 Number = int | float
@@ -164,6 +172,19 @@ def apply_increment(current: Metadata | None, key: Key, field: str, by: Number) 
     return new
 
 
+def increment_result(new: Metadata, key: Key, field: str) -> Number:
+    """``new[field]`` after :func:`apply_increment`; ContextValueError when it cannot be stored."""
+    result: Number = new[field]
+    if type(result) is int and not -(1 << 63) <= result < (1 << 64):
+        raise ContextValueError(
+            f"cannot increment field {field!r} of {key!r}: the result {result} is outside "
+            "the integer range metadata can hold, [-2**63, 2**64)"
+        )
+    if type(result) is float and result - result != 0.0:
+        raise ContextValueError(f"cannot increment field {field!r} of {key!r}: the result is not finite")
+    return result
+
+
 class BaseContextStore(ABC):
     """Base class with working defaults for everything but the four core methods."""
 
@@ -279,8 +300,9 @@ class BaseContextStore(ABC):
         check_increment(field, by)
         with self._lock:
             new = apply_increment(self.get(key), key, field, by)
+            result = increment_result(new, key, field)
             self.set(key, new)
-            return new[field]  # type: ignore[no-any-return]
+            return result
 
     # ------------------------------------------------------------------ helpers
 

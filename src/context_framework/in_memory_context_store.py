@@ -38,6 +38,7 @@ from .base_store import (
     apply_increment,
     check_increment,
     check_prefix,
+    increment_result,
     iter_pairs,
 )
 from .exceptions import ContextStoreClosedError
@@ -131,6 +132,11 @@ def _canonical(key: Any) -> Any:
     if type(norm) is tuple:  # a tuple subclass (namedtuple): canonical as the plain tuple
         return _canonical(norm)
     return encoded
+
+
+def _checked(new: Metadata, key: Key, field: str) -> Metadata:
+    increment_result(new, key, field)
+    return new
 
 
 def _original(ckey: Any) -> Key:
@@ -422,7 +428,9 @@ class InMemoryContextStore(BaseContextStore):
         check_increment(field, by)
         ckey = _canonical(key)
         with self._lock:
-            new = self._modify(ckey, lambda cur: apply_increment(cur, key, field, by))
+            new = self._modify(
+                ckey, lambda cur: _checked(apply_increment(cur, key, field, by), key, field)
+            )
         return new[field]  # type: ignore[no-any-return]
 
     def _check_merged_size(self, merged: Metadata) -> None:

@@ -86,6 +86,7 @@ from .base_store import (
     apply_increment,
     check_increment,
     check_prefix,
+    increment_result,
     iter_pairs,
 )
 from .exceptions import (
@@ -711,6 +712,7 @@ class SQLiteContextStore(BaseContextStore):
         def body(cur: Any) -> Number:
             row = cur.execute(sql.get, args).fetchone()
             new = apply_increment(None if row is None else _decode(row[0]), key, field, by)
+            increment_result(new, key, field)
             cur.execute(sql.upsert, (*args, encode_value(new, self.max_value_size)))
             return new[field]  # type: ignore[no-any-return]
 

@@ -1038,6 +1038,14 @@ class StoreTests:
         assert store.get("new") is None
         assert store.count() == 1
 
+    def test_increment_out_of_range_is_a_value_error(self, store: BaseContextStore) -> None:
+        store.set("k", {"big": 2**64 - 1, "low": -(2**63), "f": 1.7e308})
+        for field, by in (("big", 1), ("low", -1), ("f", 1.7e308)):
+            with pytest.raises(ContextValueError, match=field):
+                store.increment("k", field, by)
+        assert_value(store.get("k"), {"big": 2**64 - 1, "low": -(2**63), "f": 1.7e308})
+        assert store.increment("k", "big", -1) == 2**64 - 2
+
     # ================================================================== namespaces
 
     def test_namespaces_are_isolated(self, store: BaseContextStore) -> None:
