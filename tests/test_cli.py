@@ -30,7 +30,7 @@ def test_spec_script_runs_unchanged() -> None:
 def test_bench_json(tmp_path: Path) -> None:
     target = tmp_path / "bench.json"
     code = main(["bench", "--ops", "300", "--batch-ops", "500", "--rows", "1000", "--repeat", "1",
-                 "--json", "--output", str(target)])
+                 "--stores", "memory,sqlite", "--json", "--output", str(target)])
     assert code == 0
     doc = json.loads(target.read_text())
     rows = {(r["store"], r["mode"]): r for r in doc["results"]}
@@ -57,6 +57,29 @@ def test_bench_table_has_the_spec_columns(capsys: pytest.CaptureFixture[str]) ->
     for column in ("Store", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second"):
         assert column in out
     assert "InMemoryContextStore" in out and "SQLiteContextStore" not in out
+
+
+def test_bench_server_rows(tmp_path: Path, redis_url: str, postgres_url: str) -> None:
+    """Redis and PostgreSQL rows, each next to its raw client, from the fixtures' servers."""
+    target = tmp_path / "bench.json"
+    code = main(["bench", "--ops", "50", "--batch-ops", "200", "--rows", "200", "--repeat", "1",
+                 "--stores", "redis,postgres", "--redis-url", redis_url,
+                 "--postgres-url", postgres_url, "--json", "--output", str(target)])
+    assert code == 0
+    doc = json.loads(target.read_text())
+    assert doc["notes"] == []
+    rows = {(r["store"], r["mode"]): r for r in doc["results"]}
+    for mode in ("per-call", "batch"):
+        assert rows[("RedisContextStore", mode)]["baseline_of"] == "raw redis-py"
+        assert rows[("DBContextStore (PostgreSQL)", mode)]["baseline_of"] == "raw psycopg (jsonb)"
+        assert rows[("raw redis-py", mode)]["ops_per_second"] > 0
+
+
+def test_bench_leaves_out_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--ops", "20", "--batch-ops", "20", "--rows", "20", "--repeat", "1",
+                 "--stores", "memory,redis", "--redis-url", "redis://127.0.0.1:1/0", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "InMemoryContextStore" in out and "Note: redis: left out" in out
 
 
 def test_bench_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

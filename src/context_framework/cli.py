@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import __version__
+from .bench.spec_benchmark import STORES
 
 __all__ = ["main"]
 
@@ -31,8 +32,16 @@ def _bench(args: argparse.Namespace) -> int:
         if not args.json and not args.quiet:
             print(f"  {msg}", file=sys.stderr, flush=True)
 
+    urls = {
+        "redis": args.redis_url,
+        "redis-cluster": args.redis_cluster_url,
+        "postgres": args.postgres_url,
+        "mysql": args.mysql_url,
+    }
+    notes: list[str] = []
     results = run_benchmarks(num_ops=args.ops, batch_ops=args.batch_ops, rows=args.rows,
-                             repeat=args.repeat, stores=stores, progress=progress)
+                             repeat=args.repeat, stores=stores, progress=progress,
+                             urls={k: v for k, v in urls.items() if v}, notes=notes)
     if args.json:
         doc: dict[str, Any] = {
             "benchmark": "spec single-process (add_context then get_context on ('row', i))",
@@ -43,6 +52,7 @@ def _bench(args: argparse.Namespace) -> int:
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "repeat": args.repeat,
             "results": [r.as_dict() for r in results],
+            "notes": notes,
         }
         text = json.dumps(doc, indent=2)
         if args.output:
@@ -55,7 +65,10 @@ def _bench(args: argparse.Namespace) -> int:
               f"runs ({args.ops:,} add+get pairs per-call, {args.batch_ops:,} in batch mode)\n")
         print(format_table(results))
         print("\nOps/Second counts an add+get pair as one op, as the spec's table does; "
-              "Calls/Second counts each call.")
+              "Calls/Second counts each call. Each store's ratio is to the raw client "
+              "(or plain dict) measured in the same run.")
+        for note in notes:
+            print(f"Note: {note}")
     return 0
 
 
@@ -71,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rows", type=int, default=100_000,
                        help="rows of the DataFrame (default 100,000, as the spec)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per case; the median is shown")
-    bench.add_argument("--stores", default=",".join(("memory", "sqlite")),
-                       help="comma-separated stores to run (memory,sqlite)")
+    bench.add_argument("--stores", default=",".join(STORES),
+                       help=f"comma-separated stores to run (default: all of {','.join(STORES)})")
+    for store, env in (("redis", "CONTEXT_FRAMEWORK_REDIS_URL"),
+                       ("redis-cluster", "CONTEXT_FRAMEWORK_REDIS_CLUSTER_URL"),
+                       ("postgres", "CONTEXT_FRAMEWORK_POSTGRES_URL"),
+                       ("mysql", "CONTEXT_FRAMEWORK_MYSQL_URL")):
+        bench.add_argument(f"--{store}-url", metavar="URL",
+                           help=f"{store} server to use (default: ${env}, else a throwaway server)")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bench.add_argument("--output", "-o", help="with --json: write the JSON to this file")
     bench.add_argument("--quiet", "-q", action="store_true", help="no progress lines")

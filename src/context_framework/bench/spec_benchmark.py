@@ -26,8 +26,9 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from numbers import Integral
 from typing import Any
@@ -40,7 +41,12 @@ __all__ = [
     "spec_loop",
 ]
 
-STORES = ("memory", "sqlite")
+#: Stores ``ctx bench`` knows; server stores use the URL given, else the one in their
+#: environment variable, else a throwaway server (``context_framework.testing.servers``).
+STORES = ("memory", "sqlite", "redis", "redis-cluster", "postgres", "mysql")
+SERVER_STORES = ("redis", "redis-cluster", "postgres", "mysql")
+
+Case = tuple[str, str, int, str | None, Callable[[], tuple[float, float]]]
 
 
 @dataclass
@@ -188,14 +194,12 @@ def _sqlite_file(workdir: str, name: str) -> Iterator[str]:
                 pass
 
 
-def _cases(df: Any, num_ops: int, batch_ops: int, stores: tuple[str, ...], workdir: str) -> list[
-    tuple[str, str, int, str | None, Callable[[], tuple[float, float]]]
-]:
+def _cases(df: Any, num_ops: int, batch_ops: int, stores: tuple[str, ...], workdir: str) -> list[Case]:
     """(store label, mode, num_ops, baseline label, run) for every case, baselines first."""
     from ..adapters.pandas_adapter import PandasContextAdapter
     from ..in_memory_context_store import InMemoryContextStore
 
-    cases: list[tuple[str, str, int, str | None, Callable[[], tuple[float, float]]]] = []
+    cases: list[Case] = []
     if "memory" in stores:
         cases.append(("dict baseline", "per-call", num_ops, None,
                       lambda: spec_loop(DictBaselineAdapter(df), num_ops)))
@@ -243,6 +247,85 @@ def _cases(df: Any, num_ops: int, batch_ops: int, stores: tuple[str, ...], workd
     return cases
 
 
+def _tag() -> str:
+    return f"ctxbench_{uuid.uuid4().hex[:10]}"
+
+
+def _redis_cases(url: str, cluster: bool, df: Any, num_ops: int, batch_ops: int) -> list[Case]:
+    from ..adapters.pandas_adapter import PandasContextAdapter
+    from ..redis_store import RedisContextStore
+    from . import redis_baseline as raw
+
+    suffix = " (cluster)" if cluster else ""
+    if cluster and not url.split("://", 1)[0].endswith("+cluster"):
+        url = url.replace("://", "+cluster://", 1)  # the throwaway cluster yields redis://
+
+    def ours(loop: Callable[[Any, int], tuple[float, float]], n: int) -> tuple[float, float]:
+        store = RedisContextStore.from_url(url, namespace=_tag())
+        try:
+            return loop(PandasContextAdapter(df, store), n)
+        finally:
+            store.clear()
+            store.close()
+
+    probe = raw._raw_client(url)  # fail here, not mid-run, if the server is unreachable
+    try:
+        probe.ping()
+    finally:
+        probe.close()
+    raw_label, ours_label = f"raw redis-py{suffix}", f"RedisContextStore{suffix}"
+    return [
+        (raw_label, "per-call", num_ops, None, lambda: raw.raw_per_call(url, num_ops)),
+        (ours_label, "per-call", num_ops, raw_label, lambda: ours(spec_loop, num_ops)),
+        (raw_label, "batch", batch_ops, None, lambda: raw.raw_batch(url, batch_ops)),
+        (ours_label, "batch", batch_ops, raw_label, lambda: ours(batch_loop, batch_ops)),
+    ]
+
+
+def _sql_cases(url: str, df: Any, num_ops: int, batch_ops: int) -> list[Case]:
+    from ..adapters.pandas_adapter import PandasContextAdapter
+    from ..db_store import DBContextStore
+    from . import sql_baseline as raw
+
+    postgres = url.split("://", 1)[0].lower().startswith("postgres")
+    raw_label = "raw psycopg (jsonb)" if postgres else "raw PyMySQL"
+    ours_label = "DBContextStore (PostgreSQL)" if postgres else "DBContextStore (MariaDB)"
+
+    probe = (raw._pg_connect if postgres else raw._my_connect)(url)  # fail early if unreachable
+    probe.close()
+
+    def ours(loop: Callable[[Any, int], tuple[float, float]], n: int) -> tuple[float, float]:
+        table = _tag()
+        store = DBContextStore(url, table=table)
+        try:
+            return loop(PandasContextAdapter(df, store), n)
+        finally:
+            store.close()
+            raw._drop_store_table(url, table)
+
+    return [
+        (raw_label, "per-call", num_ops, None, lambda: raw.raw_per_call(url, num_ops)),
+        (ours_label, "per-call", num_ops, raw_label, lambda: ours(spec_loop, num_ops)),
+        (raw_label, "batch", batch_ops, None, lambda: raw.raw_batch(url, batch_ops)),
+        (ours_label, "batch", batch_ops, raw_label, lambda: ours(batch_loop, batch_ops)),
+    ]
+
+
+def _server_url(store: str, urls: Mapping[str, str], stack: ExitStack) -> str:
+    """The URL for a server store: given, from the environment, or a throwaway server."""
+    if urls.get(store):
+        return urls[store]
+    from ..testing import servers
+
+    start = {
+        "redis": servers.redis_server,
+        "redis-cluster": servers.redis_cluster,
+        "postgres": servers.postgres_server,
+        "mysql": servers.mysql_server,
+    }[store]
+    return stack.enter_context(start())
+
+
 def run_benchmarks(
     *,
     num_ops: int = 10_000,
@@ -250,9 +333,15 @@ def run_benchmarks(
     rows: int = 100_000,
     repeat: int = 5,
     stores: tuple[str, ...] = STORES,
+    urls: Mapping[str, str] | None = None,
+    notes: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[CaseResult]:
-    """Run every case ``repeat`` times (interleaved) and return the medians."""
+    """Run every case ``repeat`` times (interleaved) and return the medians.
+
+    A server store whose server cannot be had (or whose driver is missing) is
+    left out; the reason is appended to ``notes``.
+    """
     import pandas as pd
 
     rows = max(rows, num_ops, batch_ops)
@@ -260,8 +349,20 @@ def run_benchmarks(
     unknown = set(stores) - set(STORES)
     if unknown:
         raise ValueError(f"unknown store(s) {sorted(unknown)}; choose from {', '.join(STORES)}")
-    with tempfile.TemporaryDirectory(prefix="ctx-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="ctx-bench-") as workdir, ExitStack() as stack:
         cases = _cases(df, num_ops, batch_ops, stores, workdir)
+        for store in (s for s in SERVER_STORES if s in stores):
+            if progress:
+                progress(f"connecting to {store} (or starting a throwaway server)")
+            try:
+                url = _server_url(store, urls or {}, stack)
+                if store.startswith("redis"):
+                    cases += _redis_cases(url, store == "redis-cluster", df, num_ops, batch_ops)
+                else:
+                    cases += _sql_cases(url, df, num_ops, batch_ops)
+            except Exception as exc:  # a missing server or driver must not hide the other rows
+                if notes is not None:
+                    notes.append(f"{store}: left out ({type(exc).__name__}: {exc})")
         timings: list[list[tuple[float, float]]] = [[] for _ in cases]
         for r in range(repeat):
             for i, (label, mode, _, _, run) in enumerate(cases):
