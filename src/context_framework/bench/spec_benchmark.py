@@ -387,12 +387,22 @@ def run_benchmarks(
 
 
 def format_table(results: list[CaseResult]) -> str:
-    """The spec's table, plus calls/s and the ratio to the baseline of the same run."""
+    """The spec's table, plus calls/s and the ratio to the baseline of the same run.
+
+    The ratio is of add+get throughput; in brackets, of the add (write) half and
+    of the get (read) half alone.
+    """
     header = ("Store", "Mode", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second",
-              "Calls/Second", "vs. baseline")
+              "Calls/Second", "vs. baseline (add, get)")
+    by_name = {(r.store, r.mode): r for r in results}
     rows = [header]
     for r in results:
-        ratio = f"{r.ratio:.2f}x {r.baseline_of}" if r.ratio is not None else "-"
+        ratio = "-"
+        if r.ratio is not None and r.baseline_of is not None:
+            base = by_name[(r.baseline_of, r.mode)]
+            add = base.add_seconds / r.add_seconds if r.add_seconds else float("inf")
+            get = base.get_seconds / r.get_seconds if r.get_seconds else float("inf")
+            ratio = f"{r.ratio:.2f}x {r.baseline_of} ({add:.2f}x, {get:.2f}x)"
         rows.append((r.store, r.mode, f"{r.num_ops:,}", f"{r.seconds:.4f}",
                      f"{r.ops_per_second:,.0f}", f"{r.calls_per_second:,.0f}", ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
