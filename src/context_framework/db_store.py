@@ -16,7 +16,7 @@ same settings; keyword arguments win over them. SQLite is not served here:
 Drivers (measured, see below): native **psycopg 3** for PostgreSQL and
 **PyMySQL** for MariaDB/MySQL, each behind a small thread-safe connection
 pool of this module (``pool_size`` connections per store, shared by its
-namespace views). SQLAlchemy 2 Core was measured on top of the same drivers
+namespace views; see "Connections" below). SQLAlchemy 2 Core was measured on top of the same drivers
 and not used: it cost 18-31% of the per-call throughput, made batch writes
 1.3x (MariaDB) to 4.4x (PostgreSQL: no ``COPY``) slower and batch reads
 1.1-1.2x slower, and what makes PostgreSQL fast here (``COPY``, server-side
@@ -50,33 +50,60 @@ postgresql://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test 3000 1000
 The store against raw-driver baselines on the same servers in the same run
 (``python -m context_framework.bench.sql_baseline
 postgresql://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test``,
-medians of 3 interleaved runs; per call: 10,000 ``PandasContextAdapter``
-``add_context`` then 10,000 ``get_context`` vs raw autocommit ``INSERT ...
-ON CONFLICT``/``SELECT``; batch: 100,000 entries ``set_many``/``get_many``
-vs raw ``COPY`` + ``INSERT ... ON CONFLICT`` / ``executemany`` and ``k =
-ANY(...)`` / ``IN (...)`` reads; see that module for the raw tables)::
+medians of 5 interleaved runs, the write ratio's range over the runs in
+brackets; per call: 10,000 ``PandasContextAdapter`` ``add_context`` then
+10,000 ``get_context`` vs raw autocommit ``INSERT ... ON CONFLICT``/``SELECT``
+through a psycopg cursor (which prepares them after 5 executions); batch:
+100,000 entries ``set_many``/``get_many`` vs raw ``COPY`` into a temporary
+table + ``INSERT ... ON CONFLICT`` / ``executemany`` and ``k = ANY(...)`` /
+``IN (...)`` reads; see that module for the raw tables)::
 
-                                  write/s   read/s   ratio (write, read)
-    PG per-call  ours               3,300    9,020   0.88x 1.13x vs raw jsonb
-                 ours, no j         3,583    9,068   0.97x 1.09x vs raw text
-                 raw (v jsonb)      3,738    8,010
-                 raw (v text)       3,704    8,328
-    PG batch     ours             125,990  306,302   0.97x 2.35x vs raw jsonb
-                 ours, no j       139,464  286,339   1.01x 1.65x vs raw text
-                 raw (v jsonb)    129,751  130,412
-                 raw (v text)     138,641  173,400
-    MariaDB      ours per-call      3,310    6,218   0.99x 1.05x
-                 raw per-call       3,339    5,903
-                 ours batch       111,420  169,810   0.97x 1.79x
-                 raw batch        114,482   94,910
+                                  write/s   read/s   ratio (write [per run], read)
+    PG per-call  ours               3,475   10,285   1.02x [0.95-1.10] 1.22x vs raw jsonb
+                 ours, no j         3,743   10,349   1.03x [0.97-1.18] 1.31x vs raw text
+                 raw (v jsonb)      3,405    8,459
+                 raw (v text)       3,628    7,894
+    PG batch     ours             201,961  331,313   1.43x [1.19-1.55] 2.56x vs raw jsonb
+                 ours, no j       217,730  345,319   1.45x [1.19-1.64] 1.96x vs raw text
+                 raw (v jsonb)    141,423  129,413
+                 raw (v text)     150,231  176,183
+    MariaDB      ours per-call      3,287    6,113   0.94x [0.87-1.09] 1.08x
+                 raw per-call       3,502    5,650
+                 ours batch       119,097  146,782   1.11x [0.92-1.25] 1.45x
+                 raw batch        107,277  101,218
 
-Per-call writes are bound by the commit's fsync and vary by +-10% from run
-to run on this shared machine (a separate 5-run median of the PostgreSQL
-per-call case: writes 3,477/s ours vs 3,658/s raw jsonb = 0.95x, 3,650/s
-ours without j vs 3,712/s raw text = 0.98x; reads 8,641 vs 8,514/s). The
-rest of the per-call gap is ~7 us of client CPU per call (key and value
-validation and encoding, the pool); the generated ``j`` column costs ~5-8%
-of a per-call write and ~10% of a batch write (``json_column=False`` drops it).
+(PostgreSQL per call, overall: ours 1.07x raw jsonb.) The previous version
+of this module (cursor ``execute(..., prepare=True)`` per call, batches
+always through the temporary table) and this one, run alternately on the
+same server (medians of 5): per-call writes 3,166 -> 3,515/s, reads 7,907 ->
+9,718/s, batch writes 158,094 -> 224,783/s (raw jsonb in the same run:
+3,641 and 8,677 calls/s, 146,709 entries/s); per-call writes are at parity
+with raw jsonb (0.97-1.06x in three 5-run medians), see below why.
+
+Where the per-call time goes (PostgreSQL). A per-call write waits for the
+commit's fsync: ~290 us here, of which the client's CPU (Python, libpq,
+the socket calls and the wake-up) is ~45 us for ours and ~61 us for the raw
+cursor loop, and the server's CPU (measured on the backend process with
+``synchronous_commit=off``) ~66-78 us for ours, ~63-65 us for raw jsonb and
+~55 us without ``j``. The generated column is the difference: PostgreSQL 15
+rebuilds its expression for every statement (``perf`` on the backend:
+``ExecInitStoredGenerated``, mostly ``stringToNode`` re-reading the stored
+expression, ~8% of the backend's time per insert), so ``j`` costs ~7% of a
+per-call write (~8% of a batch write), while the ``strpos`` test itself is
+negligible per value (~0.04 us). Smaller forms of the NUL test (``NOT LIKE``,
+a PL/pgSQL function) measured the same within noise; ``v::jsonb`` alone
+would save ~5 us but fails on ``\\u0000``.
+Ours spends ~2.7 us of Python per ``set`` (key and value validation and
+encoding included) and ~2 us per ``get``: the per-call statements skip
+psycopg's cursor and adaptation and run through its libpq wrapper,
+prepared once per connection (``send_prepare``), with ``bytea`` keys sent in
+binary (``send_query_prepared``), waited for with psycopg's non-blocking
+wait (``generators.execute`` under ``Connection.wait``, so signals are
+handled and Ctrl-C cancels the query on the server before
+``KeyboardInterrupt`` propagates, leaving the connection usable), and the
+result read without row objects: a call is one ``sendto``, one ``poll`` and
+one ``recvfrom``. Per-call writes vary by +-10% from run to run on this
+shared 2-core machine.
 
 Requirements: PostgreSQL >= 12 (generated columns; shortest-exact float
 output), MariaDB >= 10.2 or MySQL >= 5.7 (InnoDB, utf8mb4).
@@ -98,11 +125,11 @@ the sign of ``-0.0``, reject ``\\u0000`` and reorder keys). ``j`` is the same
 document as ``jsonb`` for queries, e.g. ``SELECT k FROM context WHERE j @>
 '{"source": "PubMed"}'``; it is NULL for the rare values whose text holds
 the escape ``\\u0000`` (jsonb cannot hold NUL), and its computation also
-validates ``v`` as JSON. Computing ``j`` is most of the cost of batch writes
-(100,000 small values: ~0.27 s for the ``INSERT ... SELECT`` without it,
-~0.40 s with it); ``json_column=False`` creates the table without ``j`` for
-users who never query JSON in SQL (it only matters when the table is
-created). ``json_index=True`` creates ``CREATE INDEX
+validates ``v`` as JSON. Computing ``j`` costs ~7% of a per-call write and
+~30% of the server's work in a batch (100,000 small values copied into the
+table: ~0.11 s of server CPU without it, ~0.16 s with it);
+``json_column=False`` creates the table without ``j`` for users who never
+query JSON in SQL (it only matters when the table is created). ``json_index=True`` creates ``CREATE INDEX
 context_j_gin ON context USING gin (j jsonb_path_ops)`` (it slows writes; on
 a large live table create it yourself with ``CREATE INDEX CONCURRENTLY``).
 
@@ -176,22 +203,41 @@ Exactness and atomicity of ``update`` and ``increment``.
 
 Transactions and errors.
 
-* Single ``set``/``get``/``delete`` are one autocommit statement. Batches
-  (``set_many``, ``delete_many``) run in one transaction: a failure, including
-  a connection dropped mid-batch, rolls the whole batch back, and the error
-  says that nothing was written. PostgreSQL batches go through ``COPY`` into
-  a per-session temporary table and one ``INSERT ... SELECT ... ON
-  CONFLICT``; MariaDB batches are multi-row ``INSERT ... ON DUPLICATE KEY
+* Single ``set``/``get``/``delete``/``update``/``increment`` are one
+  autocommit statement. Batches (``set_many``, ``delete_many``) run in one
+  transaction: a failure, including a connection dropped mid-batch, rolls the
+  whole batch back, and the error says that nothing was written. PostgreSQL
+  batches of 1,000 entries or more first look up whether any stored key lies
+  between the batch's lowest and highest key (one index probe): if none
+  does, no entry can conflict and the batch is ``COPY``-ed straight into the
+  table (under a savepoint: a key committed meanwhile by another session
+  makes the ``COPY`` fail with a unique violation, and the batch then takes
+  the other path); otherwise it is ``COPY``-ed into a per-session temporary
+  table and upserted with one ``INSERT ... SELECT ... ON CONFLICT``. The
+  direct ``COPY`` takes ~0.17 s of the server for 100,000 small entries, the
+  upsert ~0.40 s (text and binary ``COPY`` formats measured alike; text is
+  used). Smaller batches are one ``INSERT ... SELECT FROM unnest(...) ON
+  CONFLICT``. MariaDB batches are multi-row ``INSERT ... ON DUPLICATE KEY
   UPDATE`` statements. Multi-chunk ``get_many`` reads one snapshot
   (``REPEATABLE READ``).
 * Driver exceptions never leak: they become :class:`ContextStoreError` (whose
   ``__cause__`` is the driver error) naming the server as ``host:port/db``
-  and the operation, never the password. Deadlocks and serialization
+  and the operation, never the password; a connection that cannot be opened
+  gives ``"<operation>: cannot connect to <server> host:port/db as 'user':
+  <reason>"`` (a wrong password included). Deadlocks and serialization
   failures are retried with backoff for up to ``timeout`` seconds, then
   :class:`ContextStoreBusyError`; so is waiting for a pooled connection.
-  ``connect_timeout`` (5 s) bounds connection attempts.
+  ``connect_timeout`` (5 s) bounds connection attempts. A server-side
+  ``statement_timeout`` (e.g. set for the role) ends a waiting statement with
+  :class:`ContextStoreError`; Ctrl-C cancels it (PostgreSQL).
 * A connection that failed is discarded (with every idle one, which a server
   restart has broken too); the next call connects again.
+* Connections: one of the pool's connections is the store's *hot*
+  connection, taken with a non-blocking lock (as ``RedisContextStore`` does):
+  a call that finds it free uses it without the pool's condition variable,
+  which is the single-threaded case; a call that finds it busy takes an idle
+  connection, opens one (up to ``pool_size`` in all) or waits for one, the
+  hot one included.
 * Processes: the store pickles by configuration (URL with its password, table,
   options): the copy opens its own connections to the same table. A store
   inherited through ``fork()`` never touches its parent's sockets: the child's
@@ -283,6 +329,10 @@ _MY_SCHEMES = {"mysql": "", "mariadb": "", "mysql+pymysql": "", "mariadb+pymysql
 SCHEMES = (*_PG_SCHEMES, *_MY_SCHEMES)
 
 _monotonic = time.monotonic
+
+
+class _ConnectError(ContextStoreError):
+    """A connection could not be opened (restated with the operation by ``_Backend._checkout``)."""
 
 
 class _NumberOutOfRangeError(ContextValueError, ContextSerializationError):
@@ -403,7 +453,14 @@ _inherited: list[Any] = []  # connections inherited through fork(): never used, 
 
 
 class _Pool:
-    """A small thread-safe pool: at most ``size`` connections, created on demand."""
+    """A small thread-safe pool: at most ``size`` connections, created on demand.
+
+    One of them is the *hot* connection, taken with a non-blocking lock: a caller
+    that finds it free uses it without going through the pool's condition
+    variable (the common single-threaded case); one that finds it busy takes an
+    idle connection, opens one (up to ``size``), or waits for either, or for the
+    hot one. The hot connection is never in ``_idle``.
+    """
 
     def __init__(self, connect: Callable[[], Any], close: Callable[[Any], None], size: int) -> None:
         self._connect = connect
@@ -413,32 +470,55 @@ class _Pool:
         self._all: set[Any] = set()  # every live connection of this pool (fork handling)
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
-        self._waiting = 0
+        self._waiting = 0  # callers inside _get (a hint for put() of the hot connection)
+        self._hot: Any = None
+        self._hot_lock = threading.Lock()
         _pools.add(self)
 
     def get(self, deadline: float) -> Any:
+        lock = self._hot_lock
+        if lock.acquire(False):
+            hot = self._hot
+            if hot is not None:
+                return hot
+            try:
+                hot = self._get(deadline, True)
+            except BaseException:
+                lock.release()
+                raise
+            self._hot = hot
+            return hot
+        return self._get(deadline, False)
+
+    def _get(self, deadline: float, for_hot: bool) -> Any:
         cond = self._cond
         with cond:
-            while True:
-                if self._closed:
-                    raise ContextStoreClosedError("the store is closed; open a new store to continue")
-                if self._idle:
-                    return self._idle.pop()
-                if len(self._all) < self._size:
-                    placeholder = object()
-                    self._all.add(placeholder)
-                    break
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise ContextStoreBusyError(
-                        f"all {self._size} pooled connections stayed in use; open the store "
-                        "with a larger pool_size or timeout"
-                    )
-                self._waiting += 1
-                try:
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed:
+                        raise ContextStoreClosedError("the store is closed; open a new store to continue")
+                    if self._idle:
+                        return self._idle.pop()
+                    if len(self._all) < self._size:
+                        placeholder = object()
+                        self._all.add(placeholder)
+                        break
+                    # _waiting was counted before this test: a put() of the hot connection
+                    # after it notifies us.
+                    if not for_hot and self._hot is not None and self._hot_lock.acquire(False):
+                        if self._hot is not None:
+                            return self._hot
+                        self._hot_lock.release()
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0:
+                        raise ContextStoreBusyError(
+                            f"all {self._size} pooled connections stayed in use; open the store "
+                            "with a larger pool_size or timeout"
+                        )
                     cond.wait(remaining)
-                finally:
-                    self._waiting -= 1
+            finally:
+                self._waiting -= 1
         try:
             conn = self._connect()
         except BaseException:
@@ -460,6 +540,14 @@ class _Pool:
         return conn
 
     def put(self, conn: Any) -> None:
+        if conn is self._hot:
+            self._hot_lock.release()
+            if self._closed:
+                self._drop_hot()
+            elif self._waiting:
+                with self._cond:
+                    self._cond.notify()
+            return
         with self._cond:
             if not self._closed and conn in self._all:
                 self._idle.append(conn)
@@ -468,11 +556,31 @@ class _Pool:
             self._all.discard(conn)
         self._close_conn(conn)
 
+    def _drop_hot(self) -> None:
+        """Close the hot connection if no caller is using it (after close())."""
+        if self._hot_lock.acquire(False):
+            hot, self._hot = self._hot, None
+            if hot is not None:
+                with self._cond:
+                    self._all.discard(hot)
+            self._hot_lock.release()
+            if hot is not None:
+                self._close_conn(hot)
+
     def discard(self, conn: Any, *, idle_too: bool = False) -> None:
         """Drop a broken connection (and, after a connection failure, the idle ones)."""
         doomed = [conn]
+        if conn is self._hot:
+            self._hot = None
+            self._hot_lock.release()
+        elif idle_too and self._hot_lock.acquire(False):  # the hot connection, when idle, too
+            if self._hot is not None:
+                doomed.append(self._hot)
+                self._hot = None
+            self._hot_lock.release()
         with self._cond:
-            self._all.discard(conn)
+            for c in doomed:
+                self._all.discard(c)
             if idle_too:
                 doomed.extend(self._idle)
                 for c in self._idle:
@@ -492,6 +600,7 @@ class _Pool:
             self._cond.notify_all()
         for c in doomed:
             self._close_conn(c)
+        self._drop_hot()  # or, if in use, its put() closes it
 
     def after_fork_in_child(self) -> None:
         # The parent's sockets stay the parent's: keep the objects (closing them would
@@ -500,6 +609,8 @@ class _Pool:
         self._all = set()
         self._idle = []
         self._waiting = 0
+        self._hot = None
+        self._hot_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
 
 
@@ -573,11 +684,10 @@ class _Backend:
         Deadlocks and serialization failures are retried until ``timeout``;
         other driver errors become ContextStoreError.
         """
-        start = _monotonic()
-        deadline = start + self.timeout
+        deadline = _monotonic() + self.timeout
         delay = 0.005
         while True:
-            conn = self.pool.get(deadline)
+            conn = self._checkout(op, deadline)
             phase = "begin"
             try:
                 if tx:
@@ -588,31 +698,39 @@ class _Backend:
                     phase = "commit"
                     self._commit(conn)
             except BaseException as exc:
-                driver = self._is_driver_error(exc)
-                broken = (driver and self._is_broken(conn, exc)) or not self._rollback(conn)
-                if broken:
-                    self.pool.discard(conn, idle_too=True)
-                else:
-                    self.pool.put(conn)
-                if not driver:
-                    raise
-                if not broken and self._error_code(exc) in self.retry_codes:
-                    now = _monotonic()
-                    if now < deadline:
-                        time.sleep(min(delay * random.uniform(0.5, 1.5), deadline - now))
-                        delay = min(delay * 2, 0.2)
-                        continue
-                    raise ContextStoreBusyError(
-                        f"{self.where}: {op} kept failing on lock conflicts for more than "
-                        f"{self.timeout:g}s; retry later or open the store with a larger timeout "
-                        f"({self._message(exc)})"
-                    ) from exc
-                translated = self._translate(op, exc)
-                if translated is not None:
-                    raise translated from exc
-                raise self._wrap(op, exc, tx=tx, phase=phase, broken=broken) from exc
+                delay = self._recover(op, conn, exc, deadline, delay, tx=tx, phase=phase)
+                continue
             self.pool.put(conn)
             return result
+
+    def _recover(
+        self, op: str, conn: Any, exc: BaseException, deadline: float, delay: float, *,
+        tx: bool = False, phase: str = "body",
+    ) -> float:
+        """After ``exc`` on ``conn``: give the connection back (or drop it), then either wait
+        before a retry (returning the next backoff delay) or raise what the caller sees."""
+        driver = self._is_driver_error(exc)
+        broken = (driver and self._is_broken(conn, exc)) or not self._rollback(conn)
+        if broken:
+            self.pool.discard(conn, idle_too=True)
+        else:
+            self.pool.put(conn)
+        if not driver:
+            raise exc
+        if not broken and self._error_code(exc) in self.retry_codes:
+            now = _monotonic()
+            if now < deadline:
+                time.sleep(min(delay * random.uniform(0.5, 1.5), deadline - now))
+                return min(delay * 2, 0.2)
+            raise ContextStoreBusyError(
+                f"{self.where}: {op} kept failing on lock conflicts for more than "
+                f"{self.timeout:g}s; retry later or open the store with a larger timeout "
+                f"({self._message(exc)})"
+            ) from exc
+        translated = self._translate(op, exc)
+        if translated is not None:
+            raise translated from exc
+        raise self._wrap(op, exc, tx=tx, phase=phase, broken=broken) from exc
 
     def _message(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()
@@ -635,9 +753,16 @@ class _Backend:
 
     def connect_error(self, exc: BaseException) -> ContextStoreError:
         user = f" as {self.target.user!r}" if self.target.user else ""
-        return ContextStoreError(
+        return _ConnectError(
             f"cannot connect to {self.name} server {self.target.server}{user}: {self._message(exc)}"
         )
+
+    def _checkout(self, op: str, deadline: float) -> Any:
+        """A connection from the pool; a failure to connect names the operation that needed it."""
+        try:
+            return self.pool.get(deadline)
+        except _ConnectError as exc:
+            raise ContextStoreError(f"{op}: {exc}") from exc.__cause__
 
     def close(self) -> None:
         self.pool.close()
@@ -818,6 +943,9 @@ class _PGSQL:
         self.load_insert = (
             f"INSERT INTO {t} (k, v) SELECT k, v FROM cf_load ON CONFLICT (k) DO UPDATE SET v = excluded.v"
         )
+        # set_many of keys none of which can exist: COPY straight into the table
+        self.range_taken = f"SELECT EXISTS (SELECT 1 FROM {t} WHERE k >= %s AND k <= %s)"
+        self.direct_copy = f"COPY {t} (k, v) FROM STDIN"
         self.count = f"SELECT count(*) FROM {t} WHERE k >= %s AND k < %s"
         self.clear = f"DELETE FROM {t} WHERE k >= %s AND k < %s"
         self.pages = {
@@ -837,19 +965,54 @@ class _PGSQL:
         self.increment_existing = (
             f'UPDATE {t} AS c SET v = {fn}increment"(c.v, %s, %s, %s) WHERE k = %s RETURNING v'
         )
+        # Per-call statements, prepared once per connection and run through libpq directly.
+        b, x, i8 = _BYTEA, _TEXT, _INT8
+        self.p_upsert = _Stmt(b"cf_set", self.upsert, (b, x))
+        self.p_get = _Stmt(b"cf_get", self.get, (b,))
+        self.p_exists = _Stmt(b"cf_exists", self.exists, (b,))
+        self.p_delete = _Stmt(b"cf_delete", self.delete, (b,))
+        self.p_update = _Stmt(b"cf_update", self.update, (b, x, i8))
+        self.p_increment = _Stmt(b"cf_increment", self.increment, (b, x, x, x, i8))
+
+
+# libpq's ExecStatus.TUPLES_OK (statuses above it are errors) and TransactionStatus values
+_PG_TUPLES_OK = 2
+_PG_IDLE, _PG_ACTIVE = 0, 1
+#: invalid_sql_statement_name (no such prepared statement), duplicate_prepared_statement
+_PG_STMT_STATES = frozenset({"26000", "42P05"})
 
 
 def _pg_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_BYTEA, _TEXT, _INT8 = 17, 25, 20  # type OIDs
+_FORMAT = {_BYTEA: 1, _TEXT: 0, _INT8: 0}  # parameter formats: bytea binary (raw bytes), others text
+
+
+class _Stmt:
+    """A statement prepared on each connection at its first use: name, SQL ($n), parameter types."""
+
+    __slots__ = ("formats", "name", "sql", "types")
+
+    def __init__(self, name: bytes, sql: str, types: tuple[int, ...]) -> None:
+        self.name = name
+        n = iter(range(1, len(types) + 1))
+        self.sql = re.sub("%s", lambda _: f"${next(n)}", sql).encode()
+        self.types = types
+        self.formats = tuple(_FORMAT[t] for t in types)
+
+
 class _PGConn:
-    __slots__ = ("conn", "cur", "loader")
+    __slots__ = ("conn", "cur", "loader", "pgconn", "prepared", "wait")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self.loader = False  # whether the session's COPY target table exists
+        self.pgconn = conn.pgconn  # libpq, for the per-call statements
+        self.wait = conn.wait  # psycopg's interruptible wait (Ctrl-C cancels the query)
+        self.prepared: set[bytes] = set()  # names of the _Stmt prepared in this session
 
 
 class _PostgresBackend(_Backend):
@@ -862,7 +1025,12 @@ class _PostgresBackend(_Backend):
             import psycopg
         except ImportError as exc:
             raise MissingDependencyError.for_extra("postgres", "psycopg") from exc
+        from psycopg import errors, generators
+
         self._psycopg = psycopg
+        self._execute = generators.execute  # send + fetch, non-blocking (see _call)
+        self._error_from = errors.error_from_result
+        self._unique_violation = errors.UniqueViolation
         super().__init__(target, table, pool_size, connect_timeout, timeout)
         self.sql: _PGSQL | None = None
 
@@ -911,7 +1079,10 @@ class _PostgresBackend(_Backend):
         if c.broken or c.closed:
             return False
         try:
-            if c.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+            status = c.info.transaction_status
+            if status == _PG_ACTIVE:  # a query still running (interrupted outside psycopg's wait)
+                return False
+            if status != _PG_IDLE:
                 c.rollback()
             return True
         except Exception:
@@ -1045,27 +1216,71 @@ class _PostgresBackend(_Backend):
         assert self.sql is not None
         return self.sql
 
+    def _call(self, op: str, stmt: _Stmt, params: tuple[Any, ...]) -> Any:
+        """Run one prepared statement (autocommit) and return its libpq result.
+
+        The per-call path: no cursor, no adaptation, no row objects. The
+        statement is prepared at its first use on each connection; parameters go
+        as bytes (``bytea`` in binary). Waiting is psycopg's non-blocking wait,
+        so signals are handled, and Ctrl-C cancels the query on the server
+        before ``KeyboardInterrupt`` propagates (the connection stays usable).
+        """
+        pool = self.pool
+        deadline = _monotonic() + self.timeout
+        delay = 0.005
+        name = stmt.name
+        resynced = False
+        while True:
+            try:
+                c = pool.get(deadline)
+            except _ConnectError as exc:
+                raise ContextStoreError(f"{op}: {exc}") from exc.__cause__
+            try:
+                pgconn = c.pgconn
+                if name not in c.prepared:
+                    pgconn.send_prepare(name, stmt.sql, param_types=stmt.types)
+                    self._result(c, pgconn)
+                    c.prepared.add(name)
+                pgconn.send_query_prepared(name, params, stmt.formats)
+                res = self._result(c, pgconn)
+            except BaseException as exc:
+                code = getattr(exc, "sqlstate", None)
+                if code in _PG_STMT_STATES and not resynced and self._is_driver_error(exc):
+                    # The session lost the statement (DEALLOCATE, a pooler's other session) or
+                    # already has it: note what the server has and try once more.
+                    (c.prepared.discard if code == "26000" else c.prepared.add)(name)
+                    if not self._is_broken(c, exc) and self._rollback(c):
+                        resynced = True
+                        pool.put(c)
+                        continue
+                delay = self._recover(op, c, exc, deadline, delay)
+                continue
+            pool.put(c)
+            return res
+
+    def _result(self, c: _PGConn, pgconn: Any) -> Any:
+        """The result of the query just sent; an error result is raised as psycopg's exception."""
+        results = c.wait(self._execute(pgconn))
+        res = results[-1]
+        if res.status > _PG_TUPLES_OK or len(results) != 1:
+            bad = next((r for r in results if r.status > _PG_TUPLES_OK), res)
+            raise self._error_from(bad, encoding="utf-8")
+        return res
+
     def put(self, k: bytes, v: str) -> None:
-        sql = self._sql().upsert
-        self.run("set", lambda c: c.cur.execute(sql, (k, v), prepare=True))
+        self._call("set", self._sql().p_upsert, (k, v.encode()))
 
     def fetch(self, k: bytes) -> str | None:
-        sql = self._sql().get
-
-        def body(c: _PGConn) -> Any:
-            c.cur.execute(sql, (k,), prepare=True)
-            return c.cur.fetchone()
-
-        row = self.run("get", body)
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        res = self._call("get", self._sql().p_get, (k,))
+        if not res.ntuples:
+            return None
+        return res.get_value(0, 0).decode()  # type: ignore[no-any-return]
 
     def remove(self, k: bytes) -> bool:
-        sql = self._sql().delete
-        return self.run("delete", lambda c: c.cur.execute(sql, (k,), prepare=True).rowcount) > 0
+        return bool(self._call("delete", self._sql().p_delete, (k,)).command_tuples)
 
     def has(self, k: bytes) -> bool:
-        sql = self._sql().exists
-        return self.run("exists", lambda c: c.cur.execute(sql, (k,), prepare=True).fetchone()) is not None
+        return self._call("exists", self._sql().p_exists, (k,)).ntuples > 0  # type: ignore[no-any-return]
 
     def put_many(self, rows: dict[bytes, str]) -> None:
         sql = self._sql()
@@ -1073,19 +1288,36 @@ class _PostgresBackend(_Backend):
             keys, texts = list(rows), list(rows.values())
             self.run("set_many", lambda c: c.cur.execute(sql.unnest, (keys, texts)), tx=True)
             return
+        low, high = min(rows), max(rows)
 
         def body(c: _PGConn) -> None:
             cur = c.cur
+            if self._range_is_free(cur, sql, low, high):
+                # No stored key lies between the lowest and highest of the batch, so none
+                # can conflict: COPY straight into the table. A row committed meanwhile by
+                # another session makes it fail with a unique violation, and the batch
+                # then takes the upsert path below.
+                cur.execute("SAVEPOINT cf_copy")
+                try:
+                    self._copy_rows(cur, sql.direct_copy, rows)
+                except self._unique_violation:
+                    cur.execute("ROLLBACK TO SAVEPOINT cf_copy")
+                else:
+                    return
             if not c.loader:
                 cur.execute(sql.load_create)
                 c.loader = True
-            self._copy_rows(cur, sql, rows)
+            self._copy_rows(cur, sql.load_copy, rows)
             cur.execute(sql.load_insert)
 
         self.run("set_many", body, tx=True)
 
-    def _copy_rows(self, cur: Any, sql: _PGSQL, rows: dict[bytes, str]) -> None:
-        with cur.copy(sql.load_copy) as copy:
+    def _range_is_free(self, cur: Any, sql: _PGSQL, low: bytes, high: bytes) -> bool:
+        """Whether no stored key lies in ``[low, high]`` (one index probe)."""
+        return not cur.execute(sql.range_taken, (low, high)).fetchone()[0]
+
+    def _copy_rows(self, cur: Any, statement: str, rows: dict[bytes, str]) -> None:
+        with cur.copy(statement) as copy:
             write_row = copy.write_row
             for row in rows.items():
                 write_row(row)
@@ -1122,9 +1354,8 @@ class _PostgresBackend(_Backend):
         return int(self.run("clear", lambda c: c.cur.execute(sql, (low, high)).rowcount))
 
     def update(self, k: bytes, patch: Metadata, patch_text: str, max_size: int | None) -> str:
-        sql = self._sql().update
-        args = (k, patch_text, max_size)
-        return self.run("update", lambda c: c.cur.execute(sql, args, prepare=True).fetchone()[0])  # type: ignore[no-any-return]
+        res = self._call("update", self._sql().p_update, (k, patch_text.encode(), _int_param(max_size)))
+        return res.get_value(0, 0).decode()  # type: ignore[no-any-return]
 
     def increment(self, k: bytes, key: Key, field: str, by: Number, max_size: int | None) -> str:
         sql = self._sql()
@@ -1145,13 +1376,16 @@ class _PostgresBackend(_Backend):
             if row is None:
                 raise out_of_range from None
             return row[0]  # type: ignore[no-any-return]
-        args = (k, fresh, field_json, by_json, max_size)
+        params = (k, fresh.encode(), field_json.encode(), by_json.encode(), _int_param(max_size))
         try:
-            return self.run(  # type: ignore[no-any-return]
-                "increment", lambda c: c.cur.execute(sql.increment, args, prepare=True).fetchone()[0]
-            )
+            res = self._call("increment", sql.p_increment, params)
         except ContextValueError as exc:
             raise _increment_error(exc, key, field) from exc
+        return res.get_value(0, 0).decode()  # type: ignore[no-any-return]
+
+
+def _int_param(n: int | None) -> bytes | None:
+    return None if n is None else str(n).encode()
 
 
 def _increment_error(exc: ContextValueError, key: Key, field: str) -> ContextValueError:
@@ -1548,7 +1782,7 @@ class DBContextStore(BaseContextStore):
     ``url``: ``postgresql://user:password@host:port/db`` or
     ``mysql://user:password@host:port/db`` (query options allowed).
     ``table``: data table name (the meta table is ``<table>_meta``).
-    ``pool_size``: connections kept per store (shared by its views).
+    ``pool_size``: connections kept per store (shared by its views; one is the hot connection).
     ``connect_timeout``: seconds to wait for a connection to open (default 5;
     whole seconds, at least 2, on PostgreSQL, as libpq counts them).
     ``timeout``: seconds to keep retrying lock conflicts (deadlocks,

@@ -23,7 +23,10 @@ ratios are ours/raw (jsonb) and ours (no j)/raw (text).
   realigned to the input order; ours is ``set_many`` then ``get_many``.
 
 Building keys and values is timed on both sides. Each case runs ``repeat``
-times, interleaved with its baselines, and medians are printed.
+times (default 5), interleaved with its baselines, and medians are printed;
+each ratio line also gives the range of the write ratio over the runs (run
+``i`` of ours against run ``i`` of the baseline), as per-call writes wait
+for the commit's fsync and vary from run to run.
 
 Run ``python -m context_framework.bench.sql_baseline URL [URL ...] [--n N]
 [--batch-n N] [--repeat R]`` with ``postgresql://...`` and/or ``mysql://...``
@@ -267,7 +270,7 @@ def ours_batch(url: str, n: int, json_column: bool = True) -> Timing:
 # --------------------------------------------------------------------------- driver
 
 
-def run(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 3) -> list[str]:
+def run(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 5) -> list[str]:
     """Measure one server; return the printed lines."""
     lines: list[str] = []
     pg = _is_pg(url)
@@ -302,8 +305,10 @@ def run(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 3) -> l
         pairs = [("ours", "raw (jsonb)"), ("ours (no j)", "raw (text)"), ("ours", "raw (text)")]
         for mine, theirs in pairs if pg else [("ours", "raw (longtext)")]:
             w, r, o = (a / b for a, b in zip(rates[mine], rates[theirs]))
+            per_run = [b[0] / a[0] for a, b in zip(times[mine], times[theirs])]
             lines.append(
                 f"{db:10} {label:8} {mine}/{theirs}: write {w:.2f}x  read {r:.2f}x  overall {o:.2f}x"
+                f"  (write per run {min(per_run):.2f}-{max(per_run):.2f}x)"
             )
             print(lines[-1], flush=True)
     return lines
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("urls", nargs="+", metavar="URL", help="postgresql://... or mysql://...")
     parser.add_argument("--n", type=int, default=10_000, help="per-call operations (default 10,000)")
     parser.add_argument("--batch-n", type=int, default=100_000, help="batch entries (default 100,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per case (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved runs per case (default 5)")
     args = parser.parse_args(argv)
     for url in args.urls:
         run(url, args.n, args.batch_n, args.repeat)

