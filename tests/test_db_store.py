@@ -137,11 +137,12 @@ class _SuiteBase(StoreTests):
     fixture_name = ""
 
     @pytest.fixture(autouse=True, scope="class")
-    def _class_table(self, request: pytest.FixtureRequest) -> Iterator[None]:
-        url = str(request.getfixturevalue(self.fixture_name))
+    @classmethod
+    def _class_table(cls, request: pytest.FixtureRequest) -> Iterator[None]:
+        url = str(request.getfixturevalue(cls.fixture_name))
         name = f"cftest_{uuid.uuid4().hex[:12]}"
-        request.cls.url = url
-        request.cls.table_name = name
+        cls.url = url
+        cls.table_name = name
         yield
         _drop(url, name)
 
