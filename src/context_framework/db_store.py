@@ -287,12 +287,12 @@ from .keys import (
     encode_key,
     encode_keys,
     encode_namespace,
-    prefix_range,
+    namespace_range,
 )
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
     check_size,
-    decode_value,
+    decode_stored,
     decode_values,
     dumps_json,
     encode_value,
@@ -1731,11 +1731,7 @@ class _MySQLBackend(_Backend):
 # --------------------------------------------------------------------------- helpers
 
 
-def _decode(text: Any) -> Metadata:
-    try:
-        return decode_value(text)
-    except (TypeError, ValueError) as exc:
-        raise ContextStoreError(f"stored value is not valid JSON: {text!r:.80} ({exc})") from exc
+_decode = decode_stored
 
 
 def _parse_version(
@@ -1911,11 +1907,10 @@ class DBContextStore(BaseContextStore):
         return k
 
     def _range(self, prefix: Any) -> tuple[bytes, bytes]:
-        low, high = prefix_range(check_prefix(prefix))
+        bounds = namespace_range(self._nsp, check_prefix(prefix))
         if self._closed:
             raise self._closed_error()
-        nsp = self._nsp
-        return nsp + low, nsp + (high if high is not None else b"\xff")
+        return bounds
 
     # ------------------------------------------------------------------ core
 

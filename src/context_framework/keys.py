@@ -69,6 +69,7 @@ __all__ = [
     "encode_key",
     "encode_keys",
     "encode_namespace",
+    "namespace_range",
     "encode_prefix",
     "has_prefix",
     "normalize_key",
@@ -421,6 +422,15 @@ def prefix_range(prefix: tuple[Any, ...] | None) -> tuple[bytes, bytes | None]:
         return b"", None
     low = encode_prefix(prefix)
     return low, low + b"\xff"
+
+
+def namespace_range(namespace_tag: bytes, prefix: tuple[Any, ...] | None) -> tuple[bytes, bytes]:
+    """:func:`prefix_range` inside a namespace whose keys all start with ``namespace_tag``.
+
+    Stores that fold :func:`encode_namespace` into their keys scan ``[low, high)``.
+    """
+    low, high = prefix_range(prefix)
+    return namespace_tag + low, namespace_tag + (high if high is not None else b"\xff")
 
 
 def has_prefix(encoded_key: bytes, encoded_prefix: bytes) -> bool:

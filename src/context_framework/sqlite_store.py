@@ -103,12 +103,12 @@ from .keys import (
     encode_key,
     encode_keys,
     encode_namespace,
-    prefix_range,
+    namespace_range,
 )
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
     check_size,
-    decode_value,
+    decode_stored,
     decode_values,
     dumps_json,
     encode_value,
@@ -139,12 +139,7 @@ _monotonic = time.monotonic
 # --------------------------------------------------------------------------- values
 
 
-def _decode(text: Any) -> Metadata:
-    """Decode a stored value (JSON text written by this module)."""
-    try:
-        return decode_value(text)
-    except (TypeError, ValueError) as exc:
-        raise ContextStoreError(f"stored value is not valid JSON: {text!r:.80} ({exc})") from exc
+_decode = decode_stored
 
 
 # --------------------------------------------------------------------------- SQL
@@ -570,9 +565,7 @@ class SQLiteContextStore(BaseContextStore):
 
     def _range(self, prefix: Any) -> tuple[bytes, bytes]:
         """The key range ``[low, high)`` of ``prefix`` within this store's namespace."""
-        low, high = prefix_range(check_prefix(prefix))
-        nsp = self._nsp
-        return nsp + low, nsp + (high if high is not None else b"\xff")
+        return namespace_range(self._nsp, check_prefix(prefix))
 
     def _pages(self, op: str, cols: str, prefix: Any) -> Iterator[Any]:
         """Rows of a prefix range, fetched by keyset pagination (no long read transaction).

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from typing import Any
 
-from .exceptions import ContextSerializationError, ContextValueTooLargeError
+from .exceptions import ContextSerializationError, ContextStoreError, ContextValueTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_VALUE_SIZE",
@@ -48,6 +48,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "encode_values",
+    "decode_stored",
     "decode_values",
     "prepare_value",
 ]
@@ -343,6 +344,14 @@ def decode_value(text: str | bytes) -> dict[str, Any]:
     if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     return _decode_json(text)  # type: ignore[no-any-return]
+
+
+def decode_stored(text: str | bytes) -> dict[str, Any]:
+    """:func:`decode_value` for text read back from a store: bad data is a ContextStoreError."""
+    try:
+        return decode_value(text)
+    except (TypeError, ValueError) as exc:
+        raise ContextStoreError(f"stored value is not valid JSON: {text!r:.80} ({exc})") from exc
 
 
 def decode_values(texts: Iterable[str | bytes | None]) -> list[dict[str, Any] | None]:
