@@ -126,18 +126,81 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
     return base, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
 
 
+#: Scheme prefixes that stack a wrapper on the store named by the rest of the URL.
+WRAPPER_PREFIXES = ("buffered", "cached", "sharded")
+#: Query options read by :func:`open_store` itself (wrapper layers), not by the store.
+WRAPPER_OPTIONS: dict[str, type] = {"buffer": int, "flush_interval": float, "cache": int, "cache_ttl": float}
+
+
+def _peel(url: str) -> tuple[list[str], str]:
+    """(wrapper prefixes, URL without them): ``buffered+redis://h`` -> (["buffered"], "redis://h")."""
+    scheme, sep, rest = url.partition("://")
+    layers: list[str] = []
+    parts = scheme.lower().split("+")
+    while len(parts) > 1 and parts[0] in WRAPPER_PREFIXES:
+        if parts[0] in layers:
+            raise ContextConfigurationError(f"{parts[0]!r} appears twice in the store URL scheme {scheme!r}")
+        layers.append(parts.pop(0))
+    return layers, "+".join(parts) + sep + rest
+
+
+def _wrapper_options(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Take the wrapper options out of the URL query and ``options``; return the rest of the URL."""
+    from urllib.parse import urlencode
+
+    from .base_store import _coerce_option
+
+    base, query = split_options(url)
+    found: dict[str, Any] = {}
+    for name, kind in WRAPPER_OPTIONS.items():
+        if name in query:
+            found[name] = _coerce_option(name, query.pop(name), kind)
+        if name in options:
+            found[name] = options.pop(name)
+    return (f"{base}?{urlencode(query)}" if query else base), found
+
+
 def open_store(url: str, **options: Any) -> Any:
     """Open a store from a URL such as ``memory://`` or ``sqlite:///ctx.db``.
 
     Keyword ``options`` override query parameters of the URL.
+
+    Wrappers stack on any URL: the scheme prefixes ``buffered+``, ``cached+``
+    and ``sharded+`` (``buffered+cached+redis://host/0``;
+    ``sharded+redis://h1:6379,h2:6379/0`` spreads keys over the listed
+    servers), or the options ``buffer`` (writes per batch), ``flush_interval``
+    (seconds), ``cache`` (entries kept) and ``cache_ttl`` (seconds). The stack
+    is always ``CachedStore(BufferedStore(store))``, whatever the spelling.
     """
     if not isinstance(url, str) or "://" not in url:
         raise ContextConfigurationError(
             f"a store URL looks like 'memory://' or 'sqlite:///path/to/ctx.db', got {url!r}"
         )
-    scheme = urlsplit(url).scheme.lower()
-    cls = _resolve(scheme)
-    from_url = getattr(cls, "from_url", None)
-    if from_url is None:
-        raise ContextConfigurationError(f"{cls!r} registered for {scheme!r} has no from_url()")
-    return from_url(url, **options)
+    layers, url = _peel(url)
+    url, wrapping = _wrapper_options(url, options)
+    if "sharded" in layers:
+        from .wrappers.sharded import ShardedStore
+
+        store = ShardedStore.from_url(url, **options)
+    else:
+        scheme = urlsplit(url).scheme.lower()
+        cls = _resolve(scheme)
+        from_url = getattr(cls, "from_url", None)
+        if from_url is None:
+            raise ContextConfigurationError(f"{cls!r} registered for {scheme!r} has no from_url()")
+        store = from_url(url, **options)
+    if not (layers or wrapping):
+        return store
+    from .wrappers import wrap_store
+
+    try:
+        return wrap_store(
+            store,
+            buffer=wrapping.get("buffer", "buffered" in layers or None),
+            flush_interval=wrapping.get("flush_interval"),
+            cache=wrapping.get("cache", "cached" in layers or None),
+            cache_ttl=wrapping.get("cache_ttl"),
+        )
+    except BaseException:
+        store.close()
+        raise

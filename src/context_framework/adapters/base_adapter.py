@@ -33,6 +33,9 @@ class BaseContextAdapter:
         context_store: any store; a fresh :class:`InMemoryContextStore` if omitted.
             A URL string (``"sqlite:///ctx.db"``) is opened with ``open_store``.
         name: optional namespace for this dataset inside the store.
+        buffer, flush_interval, cache, cache_ttl: wrap the store in a write buffer
+            and/or a read cache (see :func:`context_framework.wrappers.wrap_store`);
+            call :meth:`flush` (or :meth:`close`) to send buffered writes.
     """
 
     def __init__(
@@ -41,6 +44,10 @@ class BaseContextAdapter:
         context_store: ContextStore | str | None = None,
         *,
         name: str | None = None,
+        buffer: int | bool | None = None,
+        flush_interval: float | None = None,
+        cache: int | bool | None = None,
+        cache_ttl: float | None = None,
     ) -> None:
         store: ContextStore
         if context_store is None:
@@ -57,6 +64,12 @@ class BaseContextAdapter:
                     f"{type(context_store).__name__} without {', '.join(missing)}"
                 )
             store = context_store
+        if buffer or cache or flush_interval is not None or cache_ttl is not None:
+            from ..wrappers import wrap_store
+
+            store = wrap_store(
+                store, buffer=buffer, flush_interval=flush_interval, cache=cache, cache_ttl=cache_ttl
+            )
         self.data = data
         self.name = name
         self._store: ContextStore = store.with_namespace(name) if name else store
@@ -154,6 +167,24 @@ class BaseContextAdapter:
     def remove_context_many(self, keys: Iterable[Key]) -> int:
         """Remove many keys in one batch; return how many had metadata."""
         return self._store.delete_many(self.validate_keys(keys))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def flush(self) -> None:
+        """Send buffered writes to the store now (a no-op without a write buffer)."""
+        flush = getattr(self._store, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self) -> None:
+        """Flush and close this adapter's store (its namespace view when ``name=`` was given)."""
+        self._store.close()
+
+    def __enter__(self) -> BaseContextAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name else ""

@@ -77,10 +77,11 @@ class PandasContextAdapter(BaseContextAdapter):
         *,
         name: str | None = None,
         strict: bool = True,
+        **wrapping: Any,
     ) -> None:
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"PandasContextAdapter wraps a pandas DataFrame, got {type(df).__name__}")
-        super().__init__(df, context_store, name=name)
+        super().__init__(df, context_store, name=name, **wrapping)
         self.strict = strict
         # Stores may offer entry points for keys already validated and normalised
         # here (("row", int) on a RangeIndex); they skip the store's own key checks.

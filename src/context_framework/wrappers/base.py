@@ -1,0 +1,168 @@
+"""``WrapperStore``: the delegating base class of every store wrapper.
+
+A wrapper holds an ``inner`` store and forwards every operation to it; a
+subclass overrides only what it changes (``BufferedStore`` the writes,
+``CachedStore`` the reads, ``ShardedStore`` the routing). Wrappers stack:
+``CachedStore(BufferedStore(RedisContextStore(...)))``.
+
+Namespaces: ``wrapper.with_namespace(name)`` is a wrapper of the same class
+around ``inner.with_namespace(name)`` that shares the wrapper's state (its
+buffer, its cache); subclasses keep that state in attributes that the
+shallow copy shares. Closing the wrapper that was built first closes its
+views and, unless ``close_inner=False``, the inner store.
+
+Pickling sends the inner store (which pickles by its configuration) and the
+wrapper's options, never its buffer or cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from ..base_store import BaseContextStore, ContextStore, Metadata, Number
+from ..keys import Key
+from ..values import DEFAULT_MAX_VALUE_SIZE
+
+__all__ = ["WrapperStore", "unwrap"]
+
+W = TypeVar("W", bound="WrapperStore")
+
+#: What a wrapper needs of its inner store.
+_INNER_METHODS = (
+    "set", "get", "delete", "scan", "set_many", "get_many", "delete_many", "items", "count",
+    "exists", "clear", "update", "increment", "with_namespace", "close",
+)  # fmt: skip
+
+
+class WrapperStore(BaseContextStore):
+    """Forward everything to ``inner``. Subclasses override what they change.
+
+    Args:
+        inner: any context store (a ``BaseContextStore`` or anything with its methods).
+        close_inner: whether closing this wrapper closes ``inner`` too (default: yes).
+    """
+
+    def __init__(self, inner: ContextStore, *, close_inner: bool = True) -> None:
+        missing = [m for m in _INNER_METHODS if not callable(getattr(inner, m, None))]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} wraps a context store, got {type(inner).__name__} "
+                f"without {', '.join(missing)}"
+            )
+        super().__init__(
+            namespace=inner.namespace,
+            max_value_size=getattr(inner, "max_value_size", DEFAULT_MAX_VALUE_SIZE),
+        )
+        self.inner: Any = inner
+        self.close_inner = close_inner
+
+    # ------------------------------------------------------------------ delegation
+
+    def set(self, key: Key, value: Mapping[str, Any]) -> None:
+        self.inner.set(key, value)
+
+    def get(self, key: Key, default: Any = None) -> Metadata | None:
+        return self.inner.get(key, default)
+
+    def delete(self, key: Key) -> bool:
+        return bool(self.inner.delete(key))
+
+    def scan(self, prefix: tuple[Any, ...] | None = None) -> Iterator[Key]:
+        return self.inner.scan(prefix)  # type: ignore[no-any-return]
+
+    def set_many(
+        self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
+    ) -> None:
+        self.inner.set_many(items)
+
+    def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
+        return self.inner.get_many(keys)  # type: ignore[no-any-return]
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        return int(self.inner.delete_many(keys))
+
+    def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
+        return self.inner.items(prefix)  # type: ignore[no-any-return]
+
+    def count(self, prefix: tuple[Any, ...] | None = None) -> int:
+        return int(self.inner.count(prefix))
+
+    def list_keys(self, prefix: tuple[Any, ...] | None = None) -> list[Key]:
+        return list(self.scan(prefix))
+
+    def exists(self, key: Key) -> bool:
+        return bool(self.inner.exists(key))
+
+    def clear(self, prefix: tuple[Any, ...] | None = None) -> int:
+        return int(self.inner.clear(prefix))
+
+    def update(self, key: Key, patch: Mapping[str, Any]) -> Metadata:
+        return self.inner.update(key, patch)  # type: ignore[no-any-return]
+
+    def increment(self, key: Key, field: str, by: Number = 1) -> Number:
+        return self.inner.increment(key, field, by)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        """Send what this wrapper (or a wrapper below it) holds back to the store."""
+        flush = getattr(self.inner, "flush", None)
+        if flush is not None:
+            flush()
+
+    # ------------------------------------------------------------------ namespaces / lifecycle
+
+    def with_namespace(self: W, name: str) -> W:
+        """A wrapper around ``inner.with_namespace(name)`` sharing this wrapper's state."""
+        self._check_open()
+        child = object.__new__(type(self))
+        child.__dict__.update(self.__dict__)
+        child.inner = self.inner.with_namespace(name)
+        child._namespace = child.inner.namespace
+        child._is_view = True
+        child._views = type(self._views)()
+        self._views.add(child)
+        child._bind_namespace()
+        return child
+
+    def close(self) -> None:
+        """Close the wrapper (and its views); close ``inner`` too unless ``close_inner=False``."""
+        if self._closed:
+            return
+        if self._is_view:
+            try:
+                self._close_view()
+            finally:
+                self._mark_closed()
+                self.inner.close()
+            return
+        super().close()
+
+    def _close_view(self) -> None:
+        """Hook: a view is being closed (the owner's state stays open)."""
+
+    def _close_backend(self) -> None:
+        if self.close_inner:
+            self.inner.close()
+
+    def _config(self) -> dict[str, Any]:
+        return {"close_inner": self.close_inner}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rewrap, (type(self), self.inner, self._config()))
+
+    def _describe(self) -> str:
+        return repr(self.inner)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()}{', closed' if self._closed else ''})"
+
+
+def _rewrap(cls: type[WrapperStore], inner: Any, config: dict[str, Any]) -> WrapperStore:
+    return cls(inner, **config)
+
+
+def unwrap(store: Any) -> Any:
+    """The innermost store under any stack of wrappers."""
+    while isinstance(store, WrapperStore):
+        store = store.inner
+    return store
