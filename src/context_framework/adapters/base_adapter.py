@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .._gc import gc_paused
-from ..base_store import ContextStore, Metadata, Number, iter_pairs
+from ..base_store import BaseContextStore, ContextStore, Metadata, Number, iter_pairs
 from ..in_memory_context_store import InMemoryContextStore
 from ..keys import Key
 
@@ -64,14 +64,26 @@ class BaseContextAdapter:
                     f"{type(context_store).__name__} without {', '.join(missing)}"
                 )
             store = context_store
+        # The adapter closes what it opened: a store from a URL, and its own wrappers
+        # (which leave a store passed in open).
+        self._owns_store = not isinstance(context_store, BaseContextStore) and not callable(
+            getattr(context_store, "set", None)
+        )
         if buffer or cache or flush_interval is not None or cache_ttl is not None:
             from ..wrappers import wrap_store
 
             store = wrap_store(
-                store, buffer=buffer, flush_interval=flush_interval, cache=cache, cache_ttl=cache_ttl
+                store,
+                buffer=buffer,
+                flush_interval=flush_interval,
+                cache=cache,
+                cache_ttl=cache_ttl,
+                close_inner=self._owns_store,
             )
+            self._owns_store = True
         self.data = data
         self.name = name
+        self._root_store = store
         self._store: ContextStore = store.with_namespace(name) if name else store
 
     @property
@@ -177,8 +189,15 @@ class BaseContextAdapter:
             flush()
 
     def close(self) -> None:
-        """Flush and close this adapter's store (its namespace view when ``name=`` was given)."""
-        self._store.close()
+        """Flush buffered writes and close what this adapter opened.
+
+        A store the adapter opened from a URL (or made itself) is closed, as are
+        the buffer and cache it added; a store object passed in stays open.
+        """
+        if self._owns_store:
+            self._root_store.close()
+        else:
+            self.flush()
 
     def __enter__(self) -> BaseContextAdapter:
         return self

@@ -43,6 +43,7 @@ def wrap_store(
     flush_interval: float | None = None,
     cache: int | bool | None = None,
     cache_ttl: float | None = None,
+    close_inner: bool = True,
 ) -> Any:
     """``store`` with a write buffer and/or a read cache, stacked as ``Cached(Buffered(store))``.
 
@@ -50,7 +51,8 @@ def wrap_store(
     ``flush_interval``: seconds after which buffered writes are sent anyway;
     ``cache``: ``True`` or the number of entries kept; ``cache_ttl``: seconds
     an entry stays. ``None``/``False``/``0`` leave a layer out (unless its
-    other option is given).
+    other option is given). ``close_inner=False``: closing the result flushes
+    it but leaves ``store`` open.
     """
     from ..exceptions import ContextConfigurationError
 
@@ -67,7 +69,8 @@ def wrap_store(
             kwargs["max_items"] = buffer
         if flush_interval is not None:
             kwargs["flush_interval"] = flush_interval
-        store = BufferedStore(store, **kwargs)
+        store = BufferedStore(store, close_inner=close_inner, **kwargs)
+        close_inner = True
     if cache or cache_ttl is not None:
         from .cached import CachedStore
 
@@ -76,5 +79,5 @@ def wrap_store(
             kwargs["max_size"] = cache
         if cache_ttl is not None:
             kwargs["ttl"] = cache_ttl
-        store = CachedStore(store, **kwargs)
+        store = CachedStore(store, close_inner=close_inner, **kwargs)
     return store
