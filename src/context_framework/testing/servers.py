@@ -88,6 +88,8 @@ __all__ = [
     "postgres_server",
     "redis_cluster",
     "redis_server",
+    "restartable_redis",
+    "RestartableRedis",
 ]
 
 REDIS_URL_ENV = "CONTEXT_FRAMEWORK_REDIS_URL"
@@ -731,6 +733,56 @@ def _start_redis(stack: ExitStack, timeout: float) -> str:
     proc, log = _redis_node(stack, server, tmp, port, "redis")
     _wait_ready([proc], lambda: _redis_is(port, proc), timeout=timeout, what="redis-server", logs=[log])
     return f"redis://{HOST}:{port}/0"
+
+
+class RestartableRedis:
+    """A throwaway ``redis-server`` that a test can stop and start again on the same port.
+
+    Made by :func:`restartable_redis`. Its data survives a restart (append-only
+    file, ``fsync`` on every write), so a client sees an outage, not data loss.
+    """
+
+    def __init__(self, stack: ExitStack, timeout: float) -> None:
+        self._server, _ = _redis_binaries()
+        self._stack = stack
+        self._tmp = _scratch_dir(stack, "redis-restartable", None)
+        self._timeout = timeout
+        self.port = _free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the server (again) on its port; wait until it answers."""
+        if self.running:
+            return
+        proc, log = _redis_node(
+            self._stack, self._server, self._tmp, self.port, "redis",
+            ("--appendonly", "yes", "--appendfsync", "always"),
+        )  # fmt: skip
+        self._proc = proc
+        _wait_ready(
+            [proc], lambda: _redis_is(self.port, proc), timeout=self._timeout, what="redis-server", logs=[log]
+        )
+
+    def stop(self) -> None:
+        """Stop the server (clients get connection errors until :meth:`start`)."""
+        if self._proc is not None:
+            _stop(self._proc, 10.0)
+            self._proc = None
+
+
+@contextmanager
+def restartable_redis(*, timeout: float = 30.0) -> Iterator[RestartableRedis]:
+    """A throwaway Redis server with ``stop()``/``start()`` (never one from the environment)."""
+    if os.name != "posix":
+        raise ServerUnavailable("throwaway servers need a POSIX system")
+    with ExitStack() as stack:
+        yield RestartableRedis(stack, timeout)
 
 
 def _cluster_ok(ports: Sequence[int]) -> bool:

@@ -31,6 +31,9 @@ generic backend tests)::
   (``SUITE_NAMESPACES``) when the store is still open, then closes it.
   Server-backed stores that use a fresh namespace per test may override it
   to drop that namespace even after a test closed the store.
+* ``sync(store)``: makes ``store``'s writes visible to another instance
+  before the suite reads them there; the default calls ``store.flush()`` when
+  the store has one (write-behind wrappers), else does nothing.
 * ``shares_data_when_pickled``: whether ``pickle.loads(pickle.dumps(store))``
   sees the same data (a store pickled by configuration) or a snapshot.
 * ``thread_count``, ``increments_per_thread``, ``updates_per_thread`` and
@@ -269,6 +272,12 @@ class StoreTests:
     def reopen_store(self, store: BaseContextStore) -> BaseContextStore:
         """Return a new instance over the same data as ``store`` (skips by default)."""
         pytest.skip(f"{type(self).__name__} does not implement reopen_store (no persistence)")
+
+    def sync(self, store: BaseContextStore) -> None:
+        """Make ``store``'s writes visible to other instances (a write buffer flushes)."""
+        flush = getattr(store, "flush", None)
+        if flush is not None:
+            flush()
 
     def cleanup_store(self, store: BaseContextStore) -> None:
         """Remove what a test left in ``store`` and close it."""
@@ -1218,8 +1227,10 @@ class StoreTests:
         assert_value(clone.get(("row", 2)), {"clone": True})
         assert clone.increment(("row", 2), "n") == 1
         if self.shares_data_when_pickled:
+            self.sync(clone)
             assert_value(store.get(("row", 2)), {"clone": True, "n": 1})
             store.set(("row", 3), {"after": 1})
+            self.sync(store)
             assert_value(clone.get(("row", 3)), {"after": 1})
 
     def test_pickle_keeps_namespace_and_options(self) -> None:
@@ -1235,6 +1246,7 @@ class StoreTests:
         if self.shares_data_when_pickled:
             assert_value(clone.get("k"), {"ns": "a"})
             clone.set("k2", {"from": "clone"})
+            self.sync(clone)
             assert_value(view.get("k2"), {"from": "clone"})
             assert store.get("k2") is None
         # closing the clone leaves the original open
@@ -1245,6 +1257,7 @@ class StoreTests:
     def test_reopen_sees_the_same_data(self, store: BaseContextStore) -> None:
         store.set(("row", 1), {"v": 1})
         store.with_namespace("a").set(("row", 1), {"v": "a"})
+        self.sync(store)
         other = self.track(self.reopen_store(store))
         assert other is not store
         assert type(other) is type(store)
@@ -1252,6 +1265,7 @@ class StoreTests:
         assert_value(other.get(("row", 1)), {"v": 1})
         assert_value(other.with_namespace("a").get(("row", 1)), {"v": "a"})
         other.set(("row", 2), {"v": 2})
+        self.sync(other)
         assert_value(store.get(("row", 2)), {"v": 2})
         store.close()
         assert not other.closed

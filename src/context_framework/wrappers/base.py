@@ -119,7 +119,6 @@ class WrapperStore(BaseContextStore):
         child.inner = self.inner.with_namespace(name)
         child._namespace = child.inner.namespace
         child._is_view = True
-        child._views = type(self._views)()
         self._views.add(child)
         child._bind_namespace()
         return child
