@@ -1,10 +1,15 @@
-"""The spec's single-process benchmark, run for every store, with baselines measured in the same run.
+"""The spec's single-process benchmark, run for every store and mode, with baselines measured in the same run.
 
 The spec (``performance_benchmarks.md``, section 3) wraps a 100,000-row
 DataFrame in ``PandasContextAdapter`` and times ``num_ops`` ``add_context``
 calls on ``("row", i)`` followed by ``num_ops`` ``get_context`` calls. Its
 table counts an add+get *pair* as one op; we print that (Ops/Second) and the
 number of calls per second (twice as many).
+
+Each store runs in up to three modes (:mod:`.modes`): **per-call** (the
+spec's loop), **buffered** (the same loop through ``BufferedStore`` +
+``CachedStore``, final ``flush()`` included in the add time) and **batch**
+(``add_context_many``/``get_context_many``).
 
 Every case runs ``repeat`` times, interleaved with its baseline so that both
 see the same machine load, and the median is reported. Baselines:
@@ -15,38 +20,53 @@ see the same machine load, and the median is reported. Baselines:
   (``label in df.index``). It copies nothing, so it gives none of our
   isolation or value guarantees. A second reference row, **dict (membership
   only)**, does bare ``label in df.index`` tests and accepts keys we refuse.
-* **raw sqlite3**: the same loop written directly against ``sqlite3`` with
-  the same journal settings (see :mod:`.sqlite_baseline`).
+* **raw clients**: the same loop written directly against ``sqlite3``,
+  redis-py, psycopg or PyMySQL (:mod:`.sqlite_baseline`,
+  :mod:`.redis_baseline`, :mod:`.sql_baseline`). The buffered mode is
+  compared with the raw client's per-call loop (the same loop, written the
+  obvious way), the batch mode with the raw client's batch.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import statistics
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from numbers import Integral
 from typing import Any
+
+from .modes import MODES, batch_loop, run_mode, spec_loop, wrappers_unavailable
+from .progress import Progress
+from .targets import LABELS, SERVER_STORES, STORES, open_target, server_url
 
 __all__ = [
     "CaseResult",
     "DictBaselineAdapter",
     "MembershipDictAdapter",
+    "batch_loop",
+    "format_summary",
+    "format_table",
     "run_benchmarks",
     "spec_loop",
 ]
 
-#: Stores ``ctx bench`` knows; server stores use the URL given, else the one in their
-#: environment variable, else a throwaway server (``context_framework.testing.servers``).
-STORES = ("memory", "sqlite", "redis", "redis-cluster", "postgres", "mysql")
-SERVER_STORES = ("redis", "redis-cluster", "postgres", "mysql")
+Timing = tuple[float, float]
 
-Case = tuple[str, str, int, str | None, Callable[[], tuple[float, float]]]
+
+@dataclass
+class Case:
+    """One thing to time: a store (ours or a baseline) in one mode."""
+
+    label: str
+    mode: str
+    num_ops: int
+    run: Callable[[], Timing]
+    baseline: tuple[str, str] | None = None  # (label, mode) of the row it is compared with
+    backend: str | None = None  # the store of ``ctx bench --stores``
+    role: str = "ours"  # "ours", "baseline" (a raw client or dict) or "reference" (no ratio)
 
 
 @dataclass
@@ -61,6 +81,9 @@ class CaseResult:
     baseline_of: str | None = None
     ratio: float | None = None
     runs: list[float] = field(default_factory=list)
+    baseline_mode: str | None = None
+    backend: str | None = None
+    role: str = "ours"
 
     @property
     def seconds(self) -> float:
@@ -73,6 +96,7 @@ class CaseResult:
 
     @property
     def calls_per_second(self) -> float:
+        """Adds and gets per second (in batch mode: entries written and read per second)."""
         return 2 * self.ops_per_second
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,173 +181,135 @@ class DictBaselineAdapter(MembershipDictAdapter):
             raise KeyError(key)
 
 
-def spec_loop(adapter: Any, num_ops: int) -> tuple[float, float]:
-    """The spec's loop: ``num_ops`` adds then ``num_ops`` gets; returns (add_s, get_s)."""
-    start = time.perf_counter()
-    for i in range(num_ops):
-        adapter.add_context(("row", i), {"meta": f"value_{i}"})
-    mid = time.perf_counter()
-    for i in range(num_ops):
-        adapter.get_context(("row", i))
-    end = time.perf_counter()
-    return mid - start, end - mid
+def _our_cases(
+    store: str, url: str | None, df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str,
+    raw: Mapping[str, str],
+) -> list[Case]:  # fmt: skip
+    """Our store in every mode; ``raw[mode]`` is the label of its raw client's row in that mode."""
 
+    def make(mode: str) -> Callable[[], Timing]:
+        def run() -> Timing:
+            with open_target(store, url, workdir) as target:
+                return run_mode(mode, df, target, sizes[mode])
 
-def batch_loop(adapter: Any, num_ops: int) -> tuple[float, float]:
-    """The same work through ``add_context_many`` / ``get_context_many``."""
-    start = time.perf_counter()
-    adapter.add_context_many([(("row", i), {"meta": f"value_{i}"}) for i in range(num_ops)])
-    mid = time.perf_counter()
-    values = adapter.get_context_many([("row", i) for i in range(num_ops)])
-    end = time.perf_counter()
-    if values[-1] != {"meta": f"value_{num_ops - 1}"}:
-        raise AssertionError("batch benchmark read back the wrong value")
-    return mid - start, end - mid
+        return run
 
-
-@contextmanager
-def _sqlite_file(workdir: str, name: str) -> Iterator[str]:
-    path = os.path.join(workdir, name)
-    try:
-        yield path
-    finally:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.remove(path + suffix)
-            except FileNotFoundError:
-                pass
-
-
-def _cases(df: Any, num_ops: int, batch_ops: int, stores: tuple[str, ...], workdir: str) -> list[Case]:
-    """(store label, mode, num_ops, baseline label, run) for every case, baselines first."""
-    from ..adapters.pandas_adapter import PandasContextAdapter
-    from ..in_memory_context_store import InMemoryContextStore
-
-    cases: list[Case] = []
-    if "memory" in stores:
-        cases.append(("dict baseline", "per-call", num_ops, None,
-                      lambda: spec_loop(DictBaselineAdapter(df), num_ops)))
-        cases.append(("dict (membership only)", "per-call", num_ops, None,
-                      lambda: spec_loop(MembershipDictAdapter(df), num_ops)))
-        cases.append(("InMemoryContextStore", "per-call", num_ops, "dict baseline",
-                      lambda: spec_loop(PandasContextAdapter(df, InMemoryContextStore()), num_ops)))
-        cases.append(("InMemoryContextStore", "batch", batch_ops, None,
-                      lambda: batch_loop(PandasContextAdapter(df, InMemoryContextStore()),
-                                         batch_ops)))
-    if "sqlite" in stores:
-        from ..sqlite_store import SQLiteContextStore
-        from .sqlite_baseline import raw_sqlite_batch, raw_sqlite_per_call
-
-        def raw_per_call() -> tuple[float, float]:
-            with _sqlite_file(workdir, "raw.db") as path:
-                return raw_sqlite_per_call(path, num_ops)
-
-        def ours_per_call() -> tuple[float, float]:
-            with _sqlite_file(workdir, "ctx.db") as path:
-                store = SQLiteContextStore(path)
-                try:
-                    return spec_loop(PandasContextAdapter(df, store), num_ops)
-                finally:
-                    store.close()
-
-        def raw_batch() -> tuple[float, float]:
-            with _sqlite_file(workdir, "raw-batch.db") as path:
-                return raw_sqlite_batch(path, batch_ops)
-
-        def ours_batch() -> tuple[float, float]:
-            with _sqlite_file(workdir, "ctx-batch.db") as path:
-                store = SQLiteContextStore(path)
-                try:
-                    return batch_loop(PandasContextAdapter(df, store), batch_ops)
-                finally:
-                    store.close()
-
-        cases += [
-            ("raw sqlite3", "per-call", num_ops, None, raw_per_call),
-            ("SQLiteContextStore", "per-call", num_ops, "raw sqlite3", ours_per_call),
-            ("raw sqlite3", "batch", batch_ops, None, raw_batch),
-            ("SQLiteContextStore", "batch", batch_ops, "raw sqlite3", ours_batch),
-        ]
+    cases = []
+    for mode in modes:
+        raw_mode = "batch" if mode == "batch" else "per-call"
+        base = raw.get(raw_mode)
+        cases.append(
+            Case(LABELS[store], mode, sizes[mode], make(mode), (base, raw_mode) if base else None, store)
+        )
     return cases
 
 
-def _tag() -> str:
-    return f"ctxbench_{uuid.uuid4().hex[:10]}"
+def _memory_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str) -> list[Case]:
+    cases = []
+    if "per-call" in modes or "buffered" in modes:
+        n = sizes["per-call"]
+        cases += [
+            Case("dict baseline", "per-call", n, lambda: spec_loop(DictBaselineAdapter(df), n),
+                 backend="memory", role="baseline"),
+            Case("dict (membership only)", "per-call", n, lambda: spec_loop(MembershipDictAdapter(df), n),
+                 backend="memory", role="reference"),
+        ]  # fmt: skip
+    return cases + _our_cases("memory", None, df, modes, sizes, workdir, {"per-call": "dict baseline"})
 
 
-def _redis_cases(url: str, cluster: bool, df: Any, num_ops: int, batch_ops: int) -> list[Case]:
-    from ..adapters.pandas_adapter import PandasContextAdapter
-    from ..redis_store import RedisContextStore
+def _sqlite_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str) -> list[Case]:
+    import os
+
+    from .sqlite_baseline import raw_sqlite_batch, raw_sqlite_per_call
+
+    def raw_run(fn: Callable[[str, int], Timing], n: int) -> Callable[[], Timing]:
+        def run() -> Timing:
+            path = os.path.join(workdir, "raw.db")
+            try:
+                return fn(path, n)
+            finally:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    if os.path.exists(path + suffix):
+                        os.remove(path + suffix)
+
+        return run
+
+    raw = {"per-call": "raw sqlite3", "batch": "raw sqlite3"}
+    baselines = _raw_cases("sqlite", raw["per-call"], modes, sizes,
+                           raw_run(raw_sqlite_per_call, sizes["per-call"]),
+                           raw_run(raw_sqlite_batch, sizes["batch"]))  # fmt: skip
+    return _interleave(baselines, _our_cases("sqlite", None, df, modes, sizes, workdir, raw))
+
+
+def _raw_cases(
+    store: str, label: str, modes: tuple[str, ...], sizes: dict[str, int],
+    per_call: Callable[[], Timing], batch: Callable[[], Timing],
+) -> list[Case]:  # fmt: skip
+    """The raw client's rows that the chosen modes compare with."""
+    cases = []
+    if "per-call" in modes or "buffered" in modes:
+        cases.append(Case(label, "per-call", sizes["per-call"], per_call, backend=store, role="baseline"))
+    if "batch" in modes:
+        cases.append(Case(label, "batch", sizes["batch"], batch, backend=store, role="baseline"))
+    return cases
+
+
+def _interleave(baselines: list[Case], ours: list[Case]) -> list[Case]:
+    """Each baseline right before the first of our rows compared with it (the table's order)."""
+    out: list[Case] = []
+    pending = list(baselines)
+    for case in ours:
+        for base in list(pending):
+            if case.baseline == (base.label, base.mode):
+                out.append(base)
+                pending.remove(base)
+        out.append(case)
+    return out + pending
+
+
+def _redis_cases(
+    store: str, url: str, df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str
+) -> list[Case]:
     from . import redis_baseline as raw
+    from .targets import cluster_url
 
-    suffix = " (cluster)" if cluster else ""
-    if cluster and not url.split("://", 1)[0].endswith("+cluster"):
-        url = url.replace("://", "+cluster://", 1)  # the throwaway cluster yields redis://
-
-    def ours(loop: Callable[[Any, int], tuple[float, float]], n: int) -> tuple[float, float]:
-        store = RedisContextStore.from_url(url, namespace=_tag())
-        try:
-            return loop(PandasContextAdapter(df, store), n)
-        finally:
-            store.clear()
-            store.close()
-
+    if store == "redis-cluster":
+        url = cluster_url(url)
     probe = raw._raw_client(url)  # fail here, not mid-run, if the server is unreachable
     try:
         probe.ping()
     finally:
         probe.close()
-    raw_label, ours_label = f"raw redis-py{suffix}", f"RedisContextStore{suffix}"
-    return [
-        (raw_label, "per-call", num_ops, None, lambda: raw.raw_per_call(url, num_ops)),
-        (ours_label, "per-call", num_ops, raw_label, lambda: ours(spec_loop, num_ops)),
-        (raw_label, "batch", batch_ops, None, lambda: raw.raw_batch(url, batch_ops)),
-        (ours_label, "batch", batch_ops, raw_label, lambda: ours(batch_loop, batch_ops)),
-    ]
+    label = "raw redis-py (cluster)" if store == "redis-cluster" else "raw redis-py"
+    baselines = _raw_cases(store, label, modes, sizes,
+                           lambda: raw.raw_per_call(url, sizes["per-call"]),
+                           lambda: raw.raw_batch(url, sizes["batch"]))  # fmt: skip
+    ours = _our_cases(store, url, df, modes, sizes, workdir, {"per-call": label, "batch": label})
+    return _interleave(baselines, ours)
 
 
-def _sql_cases(url: str, df: Any, num_ops: int, batch_ops: int) -> list[Case]:
-    from ..adapters.pandas_adapter import PandasContextAdapter
-    from ..db_store import DBContextStore
+def _sql_cases(
+    store: str, url: str, df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str
+) -> list[Case]:
     from . import sql_baseline as raw
 
     postgres = url.split("://", 1)[0].lower().startswith("postgres")
-    raw_label = "raw psycopg (jsonb)" if postgres else "raw PyMySQL"
-    ours_label = "DBContextStore (PostgreSQL)" if postgres else "DBContextStore (MariaDB)"
-
+    label = "raw psycopg (jsonb)" if postgres else "raw PyMySQL"
     probe = (raw._pg_connect if postgres else raw._my_connect)(url)  # fail early if unreachable
     probe.close()
-
-    def ours(loop: Callable[[Any, int], tuple[float, float]], n: int) -> tuple[float, float]:
-        table = _tag()
-        store = DBContextStore(url, table=table)
-        try:
-            return loop(PandasContextAdapter(df, store), n)
-        finally:
-            store.close()
-            raw._drop_store_table(url, table)
-
-    return [
-        (raw_label, "per-call", num_ops, None, lambda: raw.raw_per_call(url, num_ops)),
-        (ours_label, "per-call", num_ops, raw_label, lambda: ours(spec_loop, num_ops)),
-        (raw_label, "batch", batch_ops, None, lambda: raw.raw_batch(url, batch_ops)),
-        (ours_label, "batch", batch_ops, raw_label, lambda: ours(batch_loop, batch_ops)),
-    ]
+    baselines = _raw_cases(store, label, modes, sizes,
+                           lambda: raw.raw_per_call(url, sizes["per-call"]),
+                           lambda: raw.raw_batch(url, sizes["batch"]))  # fmt: skip
+    ours = _our_cases(store, url, df, modes, sizes, workdir, {"per-call": label, "batch": label})
+    return _interleave(baselines, ours)
 
 
-def _server_url(store: str, urls: Mapping[str, str], stack: ExitStack) -> str:
-    """The URL for a server store: given, from the environment, or a throwaway server."""
-    if urls.get(store):
-        return urls[store]
-    from ..testing import servers
-
-    start = {
-        "redis": servers.redis_server,
-        "redis-cluster": servers.redis_cluster,
-        "postgres": servers.postgres_server,
-        "mysql": servers.mysql_server,
-    }[store]
-    return stack.enter_context(start())
+def _server_cases(
+    store: str, url: str, df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str
+) -> list[Case]:
+    if store.startswith("redis"):
+        return _redis_cases(store, url, df, modes, sizes, workdir)
+    return _sql_cases(store, url, df, modes, sizes, workdir)
 
 
 def run_benchmarks(
@@ -333,57 +319,96 @@ def run_benchmarks(
     rows: int = 100_000,
     repeat: int = 5,
     stores: tuple[str, ...] = STORES,
+    modes: tuple[str, ...] = MODES,
     urls: Mapping[str, str] | None = None,
     notes: list[str] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> list[CaseResult]:
     """Run every case ``repeat`` times (interleaved) and return the medians.
 
     A server store whose server cannot be had (or whose driver is missing) is
-    left out; the reason is appended to ``notes``.
+    left out; the reason is appended to ``notes``. So is the buffered mode
+    when the wrappers cannot be imported; ``unavailable`` (when given) gets
+    ``{mode: reason}`` for each mode left out.
     """
     import pandas as pd
 
-    rows = max(rows, num_ops, batch_ops)
-    df = pd.DataFrame({"A": range(rows)})
     unknown = set(stores) - set(STORES)
     if unknown:
         raise ValueError(f"unknown store(s) {sorted(unknown)}; choose from {', '.join(STORES)}")
+    bad_modes = set(modes) - set(MODES)
+    if bad_modes:
+        raise ValueError(f"unknown mode(s) {sorted(bad_modes)}; choose from {', '.join(MODES)}")
+    report = Progress.coerce(progress)
+    notes = notes if notes is not None else []
+    if "buffered" in modes:
+        reason = wrappers_unavailable()
+        if reason:
+            notes.append(f"buffered mode unavailable: {reason}")
+            if unavailable is not None:
+                unavailable["buffered"] = reason
+            modes = tuple(m for m in modes if m != "buffered")
+    sizes = {"per-call": num_ops, "buffered": num_ops, "batch": batch_ops}
+    rows = max(rows, num_ops, batch_ops if "batch" in modes else 0)
+    df = pd.DataFrame({"A": range(rows)})
     with tempfile.TemporaryDirectory(prefix="ctx-bench-") as workdir, ExitStack() as stack:
-        cases = _cases(df, num_ops, batch_ops, stores, workdir)
+        cases: list[Case] = []
+        if "memory" in stores:
+            cases += _memory_cases(df, modes, sizes, workdir)
+        if "sqlite" in stores:
+            cases += _sqlite_cases(df, modes, sizes, workdir)
         for store in (s for s in SERVER_STORES if s in stores):
-            if progress:
-                progress(f"connecting to {store} (or starting a throwaway server)")
+            report.note(f"connecting to {store} (or starting a throwaway server)")
             try:
-                url = _server_url(store, urls or {}, stack)
-                if store.startswith("redis"):
-                    cases += _redis_cases(url, store == "redis-cluster", df, num_ops, batch_ops)
-                else:
-                    cases += _sql_cases(url, df, num_ops, batch_ops)
+                url = server_url(store, urls or {}, stack)
+                cases += _server_cases(store, url, df, modes, sizes, workdir)
             except Exception as exc:  # a missing server or driver must not hide the other rows
-                if notes is not None:
-                    notes.append(f"{store}: left out ({type(exc).__name__}: {exc})")
-        timings: list[list[tuple[float, float]]] = [[] for _ in cases]
-        for r in range(repeat):
-            for i, (label, mode, _, _, run) in enumerate(cases):
-                if progress:
-                    progress(f"run {r + 1}/{repeat}: {label} {mode}")
-                gc.collect()
-                timings[i].append(run())
+                notes.append(f"{store}: left out ({type(exc).__name__}: {exc})")
+        timings: list[list[Timing]] = [[] for _ in cases]
+        with report.task("spec table", repeat * len(cases)) as task:
+            for r in range(repeat):
+                for i, case in enumerate(cases):
+                    task.step(f"run {r + 1}/{repeat}: {case.label} {case.mode}")
+                    gc.collect()
+                    timings[i].append(case.run())
     results: list[CaseResult] = []
-    for (label, mode, n, baseline, _), runs in zip(cases, timings):
+    for case, runs in zip(cases, timings):
         median_total = statistics.median(a + g for a, g in runs)
         add, get = min(runs, key=lambda t: abs(t[0] + t[1] - median_total))
+        base_label, base_mode = case.baseline or (None, None)
         results.append(
-            CaseResult(label, mode, n, add, get, baseline_of=baseline,
-                       runs=[a + g for a, g in runs])
-        )
+            CaseResult(case.label, case.mode, case.num_ops, add, get, baseline_of=base_label,
+                       runs=[a + g for a, g in runs], baseline_mode=base_mode, backend=case.backend,
+                       role=case.role)
+        )  # fmt: skip
     by_name = {(r.store, r.mode): r for r in results}
     for res in results:
         if res.baseline_of:
-            base = by_name[(res.baseline_of, res.mode)]
+            base = by_name[(res.baseline_of, res.baseline_mode or res.mode)]
             res.ratio = res.ops_per_second / base.ops_per_second
     return results
+
+
+def _ratio_text(r: CaseResult, by_name: Mapping[tuple[str, str], CaseResult]) -> str:
+    if r.ratio is None or r.baseline_of is None:
+        return "-"
+    base_mode = r.baseline_mode or r.mode
+    base = by_name[(r.baseline_of, base_mode)]
+    add = base.add_seconds / r.add_seconds if r.add_seconds else float("inf")
+    get = base.get_seconds / r.get_seconds if r.get_seconds else float("inf")
+    of = r.baseline_of if base_mode == r.mode else f"{r.baseline_of} {base_mode}"
+    return f"{r.ratio:.2f}x {of} ({add:.2f}x, {get:.2f}x)"
+
+
+def _grid(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(rows[0]), sep, *(line(row) for row in rows[1:])])
 
 
 def format_table(results: list[CaseResult]) -> str:
@@ -392,23 +417,33 @@ def format_table(results: list[CaseResult]) -> str:
     The ratio is of add+get throughput; in brackets, of the add (write) half and
     of the get (read) half alone.
     """
-    header = ("Store", "Mode", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second",
-              "Calls/Second", "vs. baseline (add, get)")
+    header = ("Store", "Mode", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second", "Calls/Second",
+              "vs. baseline (add, get)")  # fmt: skip
     by_name = {(r.store, r.mode): r for r in results}
     rows = [header]
     for r in results:
-        ratio = "-"
-        if r.ratio is not None and r.baseline_of is not None:
-            base = by_name[(r.baseline_of, r.mode)]
-            add = base.add_seconds / r.add_seconds if r.add_seconds else float("inf")
-            get = base.get_seconds / r.get_seconds if r.get_seconds else float("inf")
-            ratio = f"{r.ratio:.2f}x {r.baseline_of} ({add:.2f}x, {get:.2f}x)"
-        rows.append((r.store, r.mode, f"{r.num_ops:,}", f"{r.seconds:.4f}",
-                     f"{r.ops_per_second:,.0f}", f"{r.calls_per_second:,.0f}", ratio))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        rows.append((r.store, r.mode, f"{r.num_ops:,}", f"{r.seconds:.4f}", f"{r.ops_per_second:,.0f}",
+                     f"{r.calls_per_second:,.0f}", _ratio_text(r, by_name)))  # fmt: skip
+    return _grid(rows)
 
-    def line(row: tuple[str, ...]) -> str:
-        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
 
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(rows[0]), sep, *(line(row) for row in rows[1:])])
+def format_summary(
+    results: list[CaseResult], modes: tuple[str, ...] = MODES, unavailable: Mapping[str, str] | None = None
+) -> str:
+    """Calls/s of our stores, one row per store and one column per mode, with the ratio to the raw client."""
+    ours = [r for r in results if r.role == "ours"]
+    by_key = {(r.store, r.mode): r for r in ours}
+    header = ("Store", *(f"{m} calls/s (vs. raw)" for m in modes))
+    rows = [header]
+    for label in dict.fromkeys(r.store for r in ours):
+        cells = [label]
+        for mode in modes:
+            r = by_key.get((label, mode))
+            if r is None:
+                cells.append("unavailable" if unavailable and mode in unavailable else "-")
+            elif r.ratio is None:
+                cells.append(f"{r.calls_per_second:,.0f}")
+            else:
+                cells.append(f"{r.calls_per_second:,.0f} ({r.ratio:.2f}x)")
+        rows.append(tuple(cells))
+    return _grid(rows)

@@ -1,0 +1,144 @@
+"""The stores ``ctx bench`` measures: names, labels, servers, and a fresh store for each run.
+
+Every run gets a store of its own that it removes afterwards: a fresh
+in-memory store, a new SQLite file, a random Redis namespace, a random SQL
+table. Server stores use the URL given (``--redis-url``...), else their
+environment variable, else a throwaway server
+(:mod:`context_framework.testing.servers`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+__all__ = [
+    "LABELS",
+    "SERVER_STORES",
+    "STORES",
+    "open_target",
+    "parse_stores",
+    "server_url",
+    "tag",
+]
+
+#: Stores ``ctx bench`` knows, in the order of its table.
+STORES = ("memory", "sqlite", "redis", "redis-cluster", "postgres", "mysql")
+SERVER_STORES = ("redis", "redis-cluster", "postgres", "mysql")
+
+#: The label of our store in tables and plots.
+LABELS = {
+    "memory": "InMemoryContextStore",
+    "sqlite": "SQLiteContextStore",
+    "redis": "RedisContextStore",
+    "redis-cluster": "RedisContextStore (cluster)",
+    "postgres": "DBContextStore (PostgreSQL)",
+    "mysql": "DBContextStore (MariaDB)",
+}
+
+
+def parse_stores(text: str) -> tuple[str, ...]:
+    """``"memory, sqlite"`` -> ``("memory", "sqlite")``; ``ValueError`` naming unknown stores."""
+    stores = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    bad = [s for s in stores if s not in STORES]
+    if bad:
+        raise ValueError(f"unknown store(s) {', '.join(bad)}; choose from {', '.join(STORES)}")
+    if not stores:
+        raise ValueError(f"no store given; choose from {', '.join(STORES)}")
+    return stores
+
+
+def tag() -> str:
+    """A random name for one run's namespace, table or file."""
+    return f"ctxbench_{uuid.uuid4().hex[:10]}"
+
+
+def server_url(store: str, urls: Mapping[str, str], stack: ExitStack) -> str:
+    """The URL of a server store: given, from its environment variable, or a throwaway server.
+
+    A throwaway server stays up until ``stack`` closes.
+    """
+    if urls.get(store):
+        return urls[store]
+    from ..testing import servers
+
+    start = {
+        "redis": servers.redis_server,
+        "redis-cluster": servers.redis_cluster,
+        "postgres": servers.postgres_server,
+        "mysql": servers.mysql_server,
+    }[store]
+    return stack.enter_context(start())
+
+
+def cluster_url(url: str) -> str:
+    """A Redis Cluster store URL (the throwaway cluster yields a plain ``redis://`` URL)."""
+    if not url.split("://", 1)[0].endswith("+cluster"):
+        return url.replace("://", "+cluster://", 1)
+    return url
+
+
+@contextmanager
+def open_target(store: str, url: str | None = None, workdir: str | None = None) -> Iterator[Any]:
+    """A fresh, empty store of kind ``store``, removed (file, namespace, table) on exit.
+
+    ``url`` is the server's URL for server stores; ``workdir`` the directory of
+    SQLite files (default: a temporary directory). The store pickles by its
+    configuration, so other processes can open the same one.
+    """
+    if store == "memory":
+        from ..in_memory_context_store import InMemoryContextStore
+
+        yield InMemoryContextStore()
+        return
+    if store == "sqlite":
+        import tempfile
+
+        from ..sqlite_store import SQLiteContextStore
+
+        with ExitStack() as stack:
+            if workdir is None:
+                workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ctx-bench-"))
+            path = os.path.join(workdir, f"{tag()}.db")
+            sqlite = SQLiteContextStore(path)
+            try:
+                yield sqlite
+            finally:
+                sqlite.close()
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    try:
+                        os.remove(path + suffix)
+                    except FileNotFoundError:
+                        pass
+        return
+    if url is None:
+        raise ValueError(f"{store} needs a server URL")
+    if store.startswith("redis"):
+        from ..redis_store import RedisContextStore
+
+        redis_url = cluster_url(url) if store == "redis-cluster" else url
+        redis = RedisContextStore.from_url(redis_url, namespace=tag())
+        try:
+            yield redis
+        finally:
+            try:
+                redis.clear()
+            finally:
+                redis.close()
+        return
+    if store in ("postgres", "mysql"):
+        from ..db_store import DBContextStore
+        from .sql_baseline import _drop_store_table
+
+        table = tag()
+        db = DBContextStore(url, table=table)
+        try:
+            yield db
+        finally:
+            db.close()
+            _drop_store_table(url, table)
+        return
+    raise ValueError(f"unknown store {store!r}")
