@@ -959,6 +959,45 @@ class RedisContextStore(BaseContextStore):
         """The time to live (seconds) given to every write, or ``None``."""
         return self._ttl  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------------ client-side caching
+
+    def track_invalidations(self, sink: Any, *, heartbeat: float = 1.0) -> Any:
+        """An :class:`~context_framework._redis_tracking.InvalidationListener` for this store.
+
+        Once started (``listener.start()``) it tracks (``CLIENT TRACKING ON
+        BCAST``) every key under the store's ``prefix``, all namespaces
+        included, on its own RESP3 connection, and reports to ``sink``.
+        Standalone Redis only: Redis Cluster raises
+        :class:`ContextConfigurationError`. The caller closes the listener.
+        """
+        if self._cluster:
+            raise ContextConfigurationError(
+                f"{self!r}: invalidation tracking is not supported on Redis Cluster"
+            )
+        self._check_open()
+        from ._redis_tracking import InvalidationListener
+
+        return InvalidationListener(
+            self._tracking_connection, self._prefix_bytes, sink, address=self._address(), heartbeat=heartbeat
+        )
+
+    def _tracking_connection(self) -> Any:
+        """A new, connected RESP3 connection to this store's server (not from the pool)."""
+        kwargs = self._connection_kwargs()
+        kwargs.pop("max_connections", None)
+        cls: Any = redis.Connection
+        if self._unix_socket_path is not None:
+            cls = redis.UnixDomainSocketConnection
+            kwargs["path"] = self._unix_socket_path
+        else:
+            kwargs.update(host=self._host, port=self._port)
+            if self._ssl:
+                cls = redis.SSLConnection
+                kwargs.update(self._ssl_options)
+        conn = cls(db=self._db, protocol=3, **kwargs)
+        conn.connect()
+        return conn
+
     # ------------------------------------------------------------------ scans
 
     def _pattern(self, prefix: Any) -> tuple[bytes, bytes]:
