@@ -156,19 +156,21 @@ class Rendezvous:
         h = np.frombuffer(digests, dtype="<u8").astype(np.uint64)
         s30, s27, s31 = np.uint64(30), np.uint64(27), np.uint64(31)
         m1, m2 = np.uint64(_MIX1), np.uint64(_MIX2)
-        best = owner = None
+
+        def score(seed: int) -> Any:
+            z = h ^ np.uint64(seed)
+            z = (z ^ (z >> s30)) * m1
+            z = (z ^ (z >> s27)) * m2
+            return z ^ (z >> s31)
+
         with np.errstate(over="ignore"):
-            for j, seed in enumerate(self._seeds):
-                z = h ^ np.uint64(seed)
-                z = (z ^ (z >> s30)) * m1
-                z = (z ^ (z >> s27)) * m2
-                z ^= z >> s31
-                if best is None:
-                    best, owner = z, np.zeros(len(h), dtype=np.intp)
-                else:
-                    better = z > best  # strict: the first (smallest) name keeps a tie
-                    best = np.where(better, z, best)
-                    owner[better] = j
+            best = score(self._seeds[0])
+            owner = np.zeros(len(h), dtype=np.intp)
+            for j in range(1, len(self._seeds)):
+                z = score(self._seeds[j])
+                better = z > best  # strict: the first (smallest) name keeps a tie
+                best = np.where(better, z, best)
+                owner[better] = j
         return np.asarray(self._order, dtype=np.intp)[owner].tolist()  # type: ignore[no-any-return]
 
 
@@ -302,7 +304,7 @@ class ShardedStore(BaseContextStore):
         cause = exc.__cause__ if isinstance(exc, ContextStoreError) and exc.__cause__ is not None else exc
         raise error from cause
 
-    def _run(self, op: str, jobs: list[tuple[int, Callable[[], T]]], write: bool = False) -> list[T]:
+    def _run(self, op: str, jobs: Sequence[tuple[int, Callable[[], T]]], write: bool = False) -> list[T]:
         """Run ``(shard index, job)`` pairs (in parallel if enabled); results in job order."""
         if len(jobs) == 1 or not self.parallel:
             results: list[T] = []
@@ -590,7 +592,7 @@ class ShardedStore(BaseContextStore):
             )
         if "" in hosts:
             raise ContextConfigurationError(
-                f"empty host at position {hosts.index('') + 1} of the host list in sharded store URL {shown!r}"
+                f"empty host at position {hosts.index('') + 1} of the host list in sharded URL {shown!r}"
             )
         if len(hosts) == 1:
             raise ContextConfigurationError(
@@ -624,12 +626,11 @@ class ShardedStore(BaseContextStore):
         for url in urls:
             if not isinstance(url, str) or "://" not in url:
                 raise ContextConfigurationError(f"not a store URL: {url!r:.100}")
-            scheme, _, rest = url.partition("://")
-            netloc, _, path = rest.partition("?")[0].partition("#")[0].partition("/")
-            userinfo, at, hosts = netloc.rpartition("@")
+            base = url.partition("?")[0].partition("#")[0]
+            userinfo, at, hosts = base.partition("://")[2].partition("/")[0].rpartition("@")
             if at and ":" in userinfo:
                 secrets.append(unquote(userinfo.partition(":")[2]))
-            defaults.append(hosts or f"{scheme}://{netloc if not at else hosts}/{path}")
+            defaults.append(hosts or base)
         if names is None:
             if len(set(defaults)) != len(defaults):
                 raise ContextConfigurationError(
@@ -678,13 +679,13 @@ def _reshard(cls: type[ShardedStore], shards: list[Any], names: list[str], paral
 
 
 def _check_stores(stores: Any) -> list[Any]:
-    if isinstance(stores, (str, bytes, Mapping)) or not isinstance(stores, Iterable):
-        raise ContextConfigurationError(
-            f"ShardedStore takes a list of stores, got {type(stores).__name__} {stores!r:.100}"
-        )
     if callable(getattr(stores, "set_many", None)):
         raise ContextConfigurationError(
             "ShardedStore takes a list of stores, got one store; pass [store, ...]"
+        )
+    if isinstance(stores, (str, bytes, Mapping)) or not isinstance(stores, Iterable):
+        raise ContextConfigurationError(
+            f"ShardedStore takes a list of stores, got {type(stores).__name__} {stores!r:.100}"
         )
     shards = list(stores)
     if not shards:
