@@ -101,7 +101,7 @@ def redis_urls() -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def prefix(redis_urls: list[str]) -> Iterator[str]:
+def key_prefix(redis_urls: list[str]) -> Iterator[str]:
     """A key prefix of this test, swept from the three servers afterwards."""
     tag = f"cftest_{uuid.uuid4().hex[:12]}:"
     try:
@@ -157,9 +157,9 @@ class TestShardedRedisStore(StoreTests):
     shares_data_when_pickled = True
 
     @pytest.fixture(autouse=True)
-    def _servers(self, redis_urls: list[str], prefix: str) -> None:
+    def _servers(self, redis_urls: list[str], key_prefix: str) -> None:
         self._urls = redis_urls
-        self._prefix = prefix
+        self._prefix = key_prefix
 
     def make_store(self, **options: Any) -> BaseContextStore:
         return _redis_sharded(self._urls, self._prefix, f"s{uuid.uuid4().hex[:8]}", **options)
@@ -175,9 +175,9 @@ class TestShardedRedisStore(StoreTests):
 TestShardedMemoryStateMachine = make_state_machine_test(lambda: _memory_shards(3))
 
 
-def test_redis_state_machine(redis_urls: list[str], prefix: str) -> None:
+def test_redis_state_machine(redis_urls: list[str], key_prefix: str) -> None:
     run_state_machine(
-        lambda: _redis_sharded(redis_urls, prefix, uuid.uuid4().hex[:8]),
+        lambda: _redis_sharded(redis_urls, key_prefix, uuid.uuid4().hex[:8]),
         max_examples=20,
         stateful_step_count=20,
     )
@@ -310,11 +310,11 @@ def test_get_many_keeps_the_callers_order() -> None:
     store.close()
 
 
-def test_batches_reach_the_right_redis_server(redis_urls: list[str], prefix: str) -> None:
+def test_batches_reach_the_right_redis_server(redis_urls: list[str], key_prefix: str) -> None:
     from context_framework.redis_store import RedisContextStore
 
-    store = _redis_sharded(redis_urls, prefix, "batch")
-    raw = [RedisContextStore.from_url(u, prefix=prefix, namespace="batch") for u in redis_urls]
+    store = _redis_sharded(redis_urls, key_prefix, "batch")
+    raw = [RedisContextStore.from_url(u, prefix=key_prefix, namespace="batch") for u in redis_urls]
     try:
         keys = [("row", i) for i in range(600)]
         store.set_many([(k, {"i": k[1]}) for k in keys])
@@ -332,7 +332,7 @@ def test_batches_reach_the_right_redis_server(redis_urls: list[str], prefix: str
             r.close()
 
 
-def test_parallel_and_serial_batches_agree(redis_urls: list[str], prefix: str) -> None:
+def test_parallel_and_serial_batches_agree(redis_urls: list[str], key_prefix: str) -> None:
     from context_framework.redis_store import RedisContextStore
 
     def run(store: ShardedStore) -> tuple[Any, ...]:
@@ -345,15 +345,17 @@ def test_parallel_and_serial_batches_agree(redis_urls: list[str], prefix: str) -
 
     results = []
     for parallel in (True, False):
-        shards = [RedisContextStore.from_url(u, prefix=prefix, namespace=f"p{parallel}") for u in redis_urls]
+        shards = [
+            RedisContextStore.from_url(u, prefix=key_prefix, namespace=f"p{parallel}") for u in redis_urls
+        ]
         store = ShardedStore(shards, names=[_host(u) for u in redis_urls], parallel=parallel)
         results.append(run(store))
         store.close()
     assert results[0] == results[1]
 
 
-def test_a_bad_value_or_key_stores_nothing_on_any_shard(redis_urls: list[str], prefix: str) -> None:
-    store = _redis_sharded(redis_urls, prefix, "bad")
+def test_a_bad_value_or_key_stores_nothing_on_any_shard(redis_urls: list[str], key_prefix: str) -> None:
+    store = _redis_sharded(redis_urls, key_prefix, "bad")
     good = [(("row", i), {"i": i}) for i in range(100)]
     with pytest.raises(ContextSerializationError):
         store.set_many([*good, (("row", 100), {"bad": {1, 2}})])
@@ -375,7 +377,9 @@ def test_a_value_over_the_limit_stores_nothing() -> None:
     store.close()
 
 
-def test_a_stopped_server_gives_a_store_error_naming_the_shard(redis_urls: list[str], prefix: str) -> None:
+def test_a_stopped_server_gives_a_store_error_naming_the_shard(
+    redis_urls: list[str], key_prefix: str
+) -> None:
     pytest.importorskip("redis")
     import redis
 
@@ -384,7 +388,7 @@ def test_a_stopped_server_gives_a_store_error_naming_the_shard(redis_urls: list[
     with servers.restartable_redis() as dead:
         urls = [*redis_urls[:2], dead.url]
         shards = [
-            RedisContextStore.from_url(u, prefix=prefix, retries=0, socket_timeout=5, namespace="down")
+            RedisContextStore.from_url(u, prefix=key_prefix, retries=0, socket_timeout=5, namespace="down")
             for u in urls
         ]
         store = ShardedStore(shards, names=["one", "two", "dead"])
@@ -443,9 +447,9 @@ def test_passwords_never_show(redis_urls: list[str]) -> None:
 # --------------------------------------------------------------------------- URLs
 
 
-def test_open_store_with_a_host_list(redis_urls: list[str], prefix: str) -> None:
+def test_open_store_with_a_host_list(redis_urls: list[str], key_prefix: str) -> None:
     hosts = [_host(u) for u in redis_urls]
-    store = open_store(f"sharded+redis://{','.join(hosts)}/0?prefix={prefix}&namespace=url")
+    store = open_store(f"sharded+redis://{','.join(hosts)}/0?prefix={key_prefix}&namespace=url")
     try:
         assert isinstance(store, ShardedStore)
         assert store.names == tuple(hosts)
@@ -455,13 +459,15 @@ def test_open_store_with_a_host_list(redis_urls: list[str], prefix: str) -> None
         clone = pickle.loads(pickle.dumps(store))
         assert clone.names == store.names and clone.get(("row", 7)) == {"i": 7}
         clone.close()
-        again = open_store(f"sharded+redis://{','.join(reversed(hosts))}/0?prefix={prefix}&namespace=url")
+        again = open_store(f"sharded+redis://{','.join(reversed(hosts))}/0?prefix={key_prefix}&namespace=url")
         assert again.get_many([("row", i) for i in range(100)]) == [{"i": i} for i in range(100)]
         again.close()
-        named = open_store(f"sharded+redis://{','.join(hosts)}/0?prefix={prefix}&names=a,b,c&parallel=0")
+        named = open_store(f"sharded+redis://{','.join(hosts)}/0?prefix={key_prefix}&names=a,b,c&parallel=0")
         assert named.names == ("a", "b", "c") and named.parallel is False
         named.close()
-        wrapped = open_store(f"sharded+redis://{','.join(hosts)}/0?prefix={prefix}&namespace=url&buffer=10")
+        wrapped = open_store(
+            f"sharded+redis://{','.join(hosts)}/0?prefix={key_prefix}&namespace=url&buffer=10"
+        )
         assert type(wrapped).__name__ == "BufferedStore"
         assert wrapped.get(("row", 3)) == {"i": 3}
         wrapped.close()
