@@ -7,68 +7,118 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
-from datetime import datetime, timezone
 from typing import Any
 
 from . import __version__
-from .bench.spec_benchmark import STORES
+from .bench.modes import MODES
+from .bench.targets import STORES
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_SERVER_ENV = (
+    ("redis", "CONTEXT_FRAMEWORK_REDIS_URL"),
+    ("redis-cluster", "CONTEXT_FRAMEWORK_REDIS_CLUSTER_URL"),
+    ("postgres", "CONTEXT_FRAMEWORK_POSTGRES_URL"),
+    ("mysql", "CONTEXT_FRAMEWORK_MYSQL_URL"),
+)
+
+
+class UsageError(ValueError):
+    """A bad option value; ``ctx`` prints it and exits with status 2."""
+
+
+def _options(args: argparse.Namespace) -> Any:
+    """Check the options and turn them into :class:`~.bench.run.BenchOptions`."""
+    from .bench.modes import parse_modes
+    from .bench.run import BenchOptions
+    from .bench.sweep import parse_sizes
+    from .bench.targets import parse_stores
+
+    for name in ("ops", "batch_ops", "rows", "repeat", "processes", "annotate_rows"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    try:
+        stores, modes = parse_stores(args.stores), parse_modes(args.modes)
+        sweep = parse_sizes(args.sweep) if args.sweep is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    shard_urls = [u.strip() for u in args.shard_urls.split(",") if u.strip()] if args.shard_urls else None
+    if args.shard_urls is not None and not args.shards:
+        raise UsageError("--shard-urls goes with --shards")
+    if args.plot:
+        _check_plot_target(args.plot)
+    if not args.table and not (args.processes or sweep or args.annotate_rows or args.shards):
+        raise UsageError(
+            "--no-table leaves nothing to run: add --processes, --sweep, --annotate-rows or --shards"
+        )
+    urls = {store: getattr(args, f"{store.replace('-', '_')}_url") for store, _ in _SERVER_ENV}
+    return BenchOptions(
+        ops=args.ops,
+        batch_ops=args.batch_ops,
+        rows=args.rows,
+        repeat=args.repeat,
+        stores=stores,
+        modes=modes,
+        urls={k: v for k, v in urls.items() if v},
+        table=args.table,
+        processes=args.processes,
+        sweep=sweep,
+        annotate_rows=args.annotate_rows,
+        shards=args.shards,
+        shard_urls=shard_urls,
+    )
+
+
+def _check_plot_target(path: str) -> None:
+    """Fail before a long run, not after it: matplotlib present, directory there, a known format."""
+    import importlib.util
+
+    from .exceptions import MissingDependencyError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingDependencyError.for_extra("bench", "matplotlib")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--plot: directory {directory!r} does not exist")
+    if os.path.splitext(path)[1].lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--plot writes a .png (or .svg, .pdf) file, got {path!r}")
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench.spec_benchmark import STORES, format_table, run_benchmarks
+    from .bench.progress import Progress
+    from .bench.run import format_report, run_bench
+    from .exceptions import MissingDependencyError
 
-    stores = tuple(s.strip() for s in args.stores.split(",") if s.strip())
-    bad = [s for s in stores if s not in STORES]
-    if bad:
-        print(f"ctx bench: unknown store(s) {', '.join(bad)}; choose from {', '.join(STORES)}",
-              file=sys.stderr)
+    try:
+        options = _options(args)
+    except (UsageError, MissingDependencyError) as exc:
+        print(f"ctx bench: {exc}", file=sys.stderr)
         return 2
+    if args.output:
+        args.json = True
+    show = not args.quiet and (not args.json or args.progress)
+    progress = Progress(enabled=show, bar=True if args.progress else None)
+    doc = run_bench(options, progress)
+    if args.plot:
+        from .bench.plot import plot_results
 
-    def progress(msg: str) -> None:
-        if not args.json and not args.quiet:
-            print(f"  {msg}", file=sys.stderr, flush=True)
-
-    urls = {
-        "redis": args.redis_url,
-        "redis-cluster": args.redis_cluster_url,
-        "postgres": args.postgres_url,
-        "mysql": args.mysql_url,
-    }
-    notes: list[str] = []
-    results = run_benchmarks(num_ops=args.ops, batch_ops=args.batch_ops, rows=args.rows,
-                             repeat=args.repeat, stores=stores, progress=progress,
-                             urls={k: v for k, v in urls.items() if v}, notes=notes)
+        plot_results(doc, args.plot)
     if args.json:
-        doc: dict[str, Any] = {
-            "benchmark": "spec single-process (add_context then get_context on ('row', i))",
-            "context_framework": __version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": __import__("os").cpu_count(),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "repeat": args.repeat,
-            "results": [r.as_dict() for r in results],
-            "notes": notes,
-        }
         text = json.dumps(doc, indent=2)
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")
         else:
             print(text)
+        if args.plot and not args.quiet:
+            print(f"ctx bench: plot written to {args.plot}", file=sys.stderr)
     else:
-        print(f"\ncontext-framework {__version__}: the spec's benchmark, median of {args.repeat} "
-              f"runs ({args.ops:,} add+get pairs per-call, {args.batch_ops:,} in batch mode)\n")
-        print(format_table(results))
-        print("\nOps/Second counts an add+get pair as one op, as the spec's table does; "
-              "Calls/Second counts each call. Each store's ratio is to the raw client "
-              "(or plain dict) measured in the same run.")
-        for note in notes:
-            print(f"Note: {note}")
+        print(format_report(doc))
+        if args.plot:
+            print(f"\nPlot written to {args.plot}")
     return 0
 
 
@@ -76,36 +126,98 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctx", description="context-framework command line")
     parser.add_argument("--version", action="version", version=f"context-framework {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="run the spec's single-process benchmark for every store")
-    bench.add_argument("--ops", type=int, default=10_000,
-                       help="add+get pairs in per-call mode (default 10,000, as the spec)")
-    bench.add_argument("--batch-ops", type=int, default=100_000,
-                       help="entries in batch mode (default 100,000)")
-    bench.add_argument("--rows", type=int, default=100_000,
-                       help="rows of the DataFrame (default 100,000, as the spec)")
+    bench = sub.add_parser(
+        "bench",
+        help="run the spec's benchmark for every store and mode",
+        description="The spec's benchmark (10,000 add_context then get_context on ('row', i)) for every "
+        "store, per-call, buffered and batch, next to the raw clients; opt-in: N processes, a batch-size "
+        "sweep, a large annotation run, sharding, a plot.",
+    )
+    bench.add_argument(
+        "--ops",
+        type=int,
+        default=10_000,
+        help="add+get pairs per-call and buffered (default 10,000, as the spec)",
+    )
+    bench.add_argument(
+        "--batch-ops", type=int, default=100_000, help="entries in batch mode (default 100,000)"
+    )
+    bench.add_argument(
+        "--rows", type=int, default=100_000, help="rows of the DataFrame (default 100,000, as the spec)"
+    )
     bench.add_argument("--repeat", type=int, default=5, help="runs per case; the median is shown")
-    bench.add_argument("--stores", default=",".join(STORES),
-                       help=f"comma-separated stores to run (default: all of {','.join(STORES)})")
-    for store, env in (("redis", "CONTEXT_FRAMEWORK_REDIS_URL"),
-                       ("redis-cluster", "CONTEXT_FRAMEWORK_REDIS_CLUSTER_URL"),
-                       ("postgres", "CONTEXT_FRAMEWORK_POSTGRES_URL"),
-                       ("mysql", "CONTEXT_FRAMEWORK_MYSQL_URL")):
-        bench.add_argument(f"--{store}-url", metavar="URL",
-                           help=f"{store} server to use (default: ${env}, else a throwaway server)")
-    bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    bench.add_argument("--output", "-o", help="with --json: write the JSON to this file")
-    bench.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    bench.add_argument(
+        "--stores",
+        default=",".join(STORES),
+        help=f"comma-separated stores to run (default: all of {','.join(STORES)})",
+    )
+    bench.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated modes (default: all of {','.join(MODES)})"
+    )
+    for store, env in _SERVER_ENV:
+        bench.add_argument(
+            f"--{store}-url",
+            metavar="URL",
+            help=f"{store} server to use (default: ${env}, else a throwaway server)",
+        )
+    extra = bench.add_argument_group("opt-in sections (longer runs)")
+    extra.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="also run N processes on one shared store per store and mode: total calls/s "
+        "and per-call latency percentiles",
+    )
+    extra.add_argument(
+        "--sweep",
+        nargs="?",
+        const="1,10,100,1000,10000",
+        metavar="SIZES",
+        help="also sweep batch sizes (default 1,10,100,1000,10000)",
+    )
+    extra.add_argument(
+        "--annotate-rows",
+        nargs="?",
+        type=int,
+        const=10_000_000,
+        metavar="N",
+        help="also annotate N rows (default 10,000,000): time and peak memory",
+    )
+    extra.add_argument("--shards", action="store_true", help="also compare 3 Redis servers with 1")
+    extra.add_argument(
+        "--shard-urls",
+        metavar="URL,URL,URL",
+        help="with --shards: the Redis servers to use (default: throwaway servers)",
+    )
+    extra.add_argument(
+        "--no-table",
+        dest="table",
+        action="store_false",
+        help="skip the spec table (run only the opt-in sections)",
+    )
+    out = bench.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    out.add_argument(
+        "--output", "-o", metavar="FILE", help="write the JSON document to FILE (implies --json)"
+    )
+    out.add_argument(
+        "--plot", metavar="FILE.png", help="draw the results into this PNG file (needs matplotlib)"
+    )
+    out.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar even when stderr is not a terminal (or with --json)",
+    )
+    out.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name in ("ops", "batch_ops", "rows", "repeat"):
-        if getattr(args, name, 1) < 1:
-            print(f"ctx {args.command}: --{name.replace('_', '-')} must be at least 1",
-                  file=sys.stderr)
-            return 2
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     return int(args.func(args))
 
 

@@ -209,8 +209,10 @@ def run_multiprocess_bench(
         reports = _collect(queue, workers, timeout=60.0 if failed else timeout)
     errors = [f"process {r[0]}: {r[1]}" for r in reports if r[1]]
     if failed or errors or len(reports) < processes:
-        raise RuntimeError(f"{LABELS[store]} with {processes} processes: " + "; ".join(errors or [failed or
-                           f"only {len(reports)} of {processes} processes reported"]))  # fmt: skip
+        raise RuntimeError(
+            f"{LABELS[store]} with {processes} processes: "
+            + "; ".join(errors or [failed or f"only {len(reports)} of {processes} processes reported"])
+        )
     entries = processes * num_ops
     # Phase windows from the workers' own clocks (perf_counter_ns is system-wide), first start
     # to last end: the parent may be scheduled late after a barrier on a busy machine.
@@ -261,13 +263,30 @@ def format_processes(results: list[dict[str, Any]]) -> str:
     """One row per store and mode: total calls/s and latency percentiles (pooled [per-process range])."""
     from .spec_benchmark import _grid
 
-    header = ("Store", "Mode", "Processes", "Calls/s (total)", "Add p50 µs", "Add p99 µs", "Get p50 µs",
-              "Get p99 µs")  # fmt: skip
+    header = (
+        "Store",
+        "Mode",
+        "Processes",
+        "Calls/s (total)",
+        "Add p50 µs",
+        "Add p99 µs",
+        "Get p50 µs",
+        "Get p99 µs",
+    )
     rows = [header]
     for r in results:
         label = r["store"] if r["shared"] else f"{r['store']} (one per process)"
         mode = r["mode"] if r["entries_per_call"] == 1 else f"{r['mode']} ({r['entries_per_call']:,}/call)"
-        rows.append((label, mode, str(r["processes"]), f"{r['calls_per_second']:,.0f}",
-                     _latency_cell(r, "add", "p50"), _latency_cell(r, "add", "p99"),
-                     _latency_cell(r, "get", "p50"), _latency_cell(r, "get", "p99")))  # fmt: skip
+        rows.append(
+            (
+                label,
+                mode,
+                str(r["processes"]),
+                f"{r['calls_per_second']:,.0f}",
+                _latency_cell(r, "add", "p50"),
+                _latency_cell(r, "add", "p99"),
+                _latency_cell(r, "get", "p50"),
+                _latency_cell(r, "get", "p99"),
+            )
+        )
     return _grid(rows)

@@ -182,9 +182,14 @@ class DictBaselineAdapter(MembershipDictAdapter):
 
 
 def _our_cases(
-    store: str, url: str | None, df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str,
+    store: str,
+    url: str | None,
+    df: Any,
+    modes: tuple[str, ...],
+    sizes: dict[str, int],
+    workdir: str,
     raw: Mapping[str, str],
-) -> list[Case]:  # fmt: skip
+) -> list[Case]:
     """Our store in every mode; ``raw[mode]`` is the label of its raw client's row in that mode."""
 
     def make(mode: str) -> Callable[[], Timing]:
@@ -209,11 +214,23 @@ def _memory_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdi
     if "per-call" in modes or "buffered" in modes:
         n = sizes["per-call"]
         cases += [
-            Case("dict baseline", "per-call", n, lambda: spec_loop(DictBaselineAdapter(df), n),
-                 backend="memory", role="baseline"),
-            Case("dict (membership only)", "per-call", n, lambda: spec_loop(MembershipDictAdapter(df), n),
-                 backend="memory", role="reference"),
-        ]  # fmt: skip
+            Case(
+                "dict baseline",
+                "per-call",
+                n,
+                lambda: spec_loop(DictBaselineAdapter(df), n),
+                backend="memory",
+                role="baseline",
+            ),
+            Case(
+                "dict (membership only)",
+                "per-call",
+                n,
+                lambda: spec_loop(MembershipDictAdapter(df), n),
+                backend="memory",
+                role="reference",
+            ),
+        ]
     return cases + _our_cases("memory", None, df, modes, sizes, workdir, {"per-call": "dict baseline"})
 
 
@@ -235,16 +252,25 @@ def _sqlite_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdi
         return run
 
     raw = {"per-call": "raw sqlite3", "batch": "raw sqlite3"}
-    baselines = _raw_cases("sqlite", raw["per-call"], modes, sizes,
-                           raw_run(raw_sqlite_per_call, sizes["per-call"]),
-                           raw_run(raw_sqlite_batch, sizes["batch"]))  # fmt: skip
+    baselines = _raw_cases(
+        "sqlite",
+        raw["per-call"],
+        modes,
+        sizes,
+        raw_run(raw_sqlite_per_call, sizes["per-call"]),
+        raw_run(raw_sqlite_batch, sizes["batch"]),
+    )
     return _interleave(baselines, _our_cases("sqlite", None, df, modes, sizes, workdir, raw))
 
 
 def _raw_cases(
-    store: str, label: str, modes: tuple[str, ...], sizes: dict[str, int],
-    per_call: Callable[[], Timing], batch: Callable[[], Timing],
-) -> list[Case]:  # fmt: skip
+    store: str,
+    label: str,
+    modes: tuple[str, ...],
+    sizes: dict[str, int],
+    per_call: Callable[[], Timing],
+    batch: Callable[[], Timing],
+) -> list[Case]:
     """The raw client's rows that the chosen modes compare with."""
     cases = []
     if "per-call" in modes or "buffered" in modes:
@@ -281,9 +307,14 @@ def _redis_cases(
     finally:
         probe.close()
     label = "raw redis-py (cluster)" if store == "redis-cluster" else "raw redis-py"
-    baselines = _raw_cases(store, label, modes, sizes,
-                           lambda: raw.raw_per_call(url, sizes["per-call"]),
-                           lambda: raw.raw_batch(url, sizes["batch"]))  # fmt: skip
+    baselines = _raw_cases(
+        store,
+        label,
+        modes,
+        sizes,
+        lambda: raw.raw_per_call(url, sizes["per-call"]),
+        lambda: raw.raw_batch(url, sizes["batch"]),
+    )
     ours = _our_cases(store, url, df, modes, sizes, workdir, {"per-call": label, "batch": label})
     return _interleave(baselines, ours)
 
@@ -297,9 +328,14 @@ def _sql_cases(
     label = "raw psycopg (jsonb)" if postgres else "raw PyMySQL"
     probe = (raw._pg_connect if postgres else raw._my_connect)(url)  # fail early if unreachable
     probe.close()
-    baselines = _raw_cases(store, label, modes, sizes,
-                           lambda: raw.raw_per_call(url, sizes["per-call"]),
-                           lambda: raw.raw_batch(url, sizes["batch"]))  # fmt: skip
+    baselines = _raw_cases(
+        store,
+        label,
+        modes,
+        sizes,
+        lambda: raw.raw_per_call(url, sizes["per-call"]),
+        lambda: raw.raw_batch(url, sizes["batch"]),
+    )
     ours = _our_cases(store, url, df, modes, sizes, workdir, {"per-call": label, "batch": label})
     return _interleave(baselines, ours)
 
@@ -359,7 +395,8 @@ def run_benchmarks(
         if "sqlite" in stores:
             cases += _sqlite_cases(df, modes, sizes, workdir)
         for store in (s for s in SERVER_STORES if s in stores):
-            report.note(f"connecting to {store} (or starting a throwaway server)")
+            if not (urls or {}).get(store):
+                report.note(f"connecting to {store} (or starting a throwaway server)")
             try:
                 url = server_url(store, urls or {}, stack)
                 cases += _server_cases(store, url, df, modes, sizes, workdir)
@@ -378,10 +415,19 @@ def run_benchmarks(
         add, get = min(runs, key=lambda t: abs(t[0] + t[1] - median_total))
         base_label, base_mode = case.baseline or (None, None)
         results.append(
-            CaseResult(case.label, case.mode, case.num_ops, add, get, baseline_of=base_label,
-                       runs=[a + g for a, g in runs], baseline_mode=base_mode, backend=case.backend,
-                       role=case.role)
-        )  # fmt: skip
+            CaseResult(
+                case.label,
+                case.mode,
+                case.num_ops,
+                add,
+                get,
+                baseline_of=base_label,
+                runs=[a + g for a, g in runs],
+                baseline_mode=base_mode,
+                backend=case.backend,
+                role=case.role,
+            )
+        )
     by_name = {(r.store, r.mode): r for r in results}
     for res in results:
         if res.baseline_of:
@@ -417,13 +463,29 @@ def format_table(results: list[CaseResult]) -> str:
     The ratio is of add+get throughput; in brackets, of the add (write) half and
     of the get (read) half alone.
     """
-    header = ("Store", "Mode", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second", "Calls/Second",
-              "vs. baseline (add, get)")  # fmt: skip
+    header = (
+        "Store",
+        "Mode",
+        "Num Ops (Add+Get)",
+        "Time (Seconds)",
+        "Ops/Second",
+        "Calls/Second",
+        "vs. baseline (add, get)",
+    )
     by_name = {(r.store, r.mode): r for r in results}
     rows = [header]
     for r in results:
-        rows.append((r.store, r.mode, f"{r.num_ops:,}", f"{r.seconds:.4f}", f"{r.ops_per_second:,.0f}",
-                     f"{r.calls_per_second:,.0f}", _ratio_text(r, by_name)))  # fmt: skip
+        rows.append(
+            (
+                r.store,
+                r.mode,
+                f"{r.num_ops:,}",
+                f"{r.seconds:.4f}",
+                f"{r.ops_per_second:,.0f}",
+                f"{r.calls_per_second:,.0f}",
+                _ratio_text(r, by_name),
+            )
+        )
     return _grid(rows)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "STORES",
     "open_target",
     "parse_stores",
+    "probe",
     "server_url",
     "tag",
 ]
@@ -142,3 +143,20 @@ def open_target(store: str, url: str | None = None, workdir: str | None = None) 
             _drop_store_table(url, table)
         return
     raise ValueError(f"unknown store {store!r}")
+
+
+def probe(store: str, url: str) -> None:
+    """Raise if the server of ``url`` cannot be reached (so a run fails early, not midway)."""
+    if store.startswith("redis"):
+        from .redis_baseline import _raw_client
+
+        client = _raw_client(cluster_url(url) if store == "redis-cluster" else url)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    elif store in ("postgres", "mysql"):
+        from . import sql_baseline
+
+        postgres = url.split("://", 1)[0].lower().startswith("postgres")
+        (sql_baseline._pg_connect if postgres else sql_baseline._my_connect)(url).close()

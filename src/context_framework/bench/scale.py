@@ -1,0 +1,185 @@
+"""``ctx bench --annotate-rows`` and ``--shards``: the large runs, wired to their benchmarks.
+
+* Annotation (:func:`run_annotations`): one metadata dict over ``rows`` rows
+  on the in-memory and SQLite stores, and per-row metadata for up to
+  1,000,000 rows on Redis and PostgreSQL, each measured by
+  :func:`context_framework.bench.annotations.run_annotation_bench` (time
+  and peak memory, in a subprocess).
+* Sharding (:func:`run_shards`): :func:`context_framework.bench.sharding.run_sharding_bench`,
+  three Redis servers against one.
+
+When those modules cannot be imported, the section says "unavailable" with
+the reason instead of failing the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from .targets import LABELS, tag
+
+__all__ = [
+    "ANNOTATION_ROWS",
+    "PER_ROW_LIMIT",
+    "format_annotations",
+    "format_sharding",
+    "run_annotations",
+    "run_shards",
+]
+
+#: Rows of the annotation run when ``--annotate-rows`` is given without a number.
+ANNOTATION_ROWS = 10_000_000
+#: Per-row metadata on server stores stops at this many rows.
+PER_ROW_LIMIT = 1_000_000
+#: Which stores the annotation run covers, and how: one dict over the rows, or one per row.
+ANNOTATION_STORES = {"memory": False, "sqlite": False, "redis": True, "postgres": True}
+
+
+def _first(result: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if result.get(name) is not None:
+            return result[name]
+    return None
+
+
+def _annotation_url(store: str, urls: Mapping[str, str], workdir: str) -> tuple[str, Callable[[], None]]:
+    """The URL the annotation run opens, and how to remove what it wrote."""
+    name = tag()
+    if store == "memory":
+        return "memory://", lambda: None
+    if store == "sqlite":
+        path = os.path.join(workdir, f"{name}.db")
+
+        def remove_file() -> None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                if os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+
+        return f"sqlite:///{path}", remove_file
+    url = urls[store]
+    sep = "&" if "?" in url else "?"
+    if store == "redis":
+
+        def clear_namespace() -> None:
+            from ..redis_store import RedisContextStore
+
+            store_ = RedisContextStore.from_url(url, namespace=name)
+            try:
+                store_.clear()
+            finally:
+                store_.close()
+
+        return f"{url}{sep}namespace={name}", clear_namespace
+    from .sql_baseline import _drop_store_table
+
+    return f"{url}{sep}table={name}", lambda: _drop_store_table(url, name)
+
+
+def run_annotations(
+    stores: tuple[str, ...],
+    urls: Mapping[str, str],
+    rows: int,
+    *,
+    workdir: str,
+    notes: list[str],
+    step: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Annotation runs for the chosen stores that have one; failures and absences go to ``notes``."""
+    chosen = [s for s in ANNOTATION_STORES if s in stores and (s in ("memory", "sqlite") or s in urls)]
+    if not chosen:
+        return []
+    try:
+        from .annotations import run_annotation_bench
+    except ImportError as exc:
+        notes.append(f"annotation run unavailable: {exc}")
+        return [
+            {
+                "label": LABELS[s],
+                "backend": s,
+                "rows": min(rows, PER_ROW_LIMIT) if ANNOTATION_STORES[s] else rows,
+                "what": "per-row metadata" if ANNOTATION_STORES[s] else "one dict over all rows",
+                "unavailable": str(exc),
+            }
+            for s in chosen
+        ]
+    results = []
+    for store in chosen:
+        per_row = ANNOTATION_STORES[store]
+        n = min(rows, PER_ROW_LIMIT) if per_row else rows
+        what = "per-row metadata" if per_row else "one dict over all rows"
+        if step:
+            step(f"{LABELS[store]}: {what}, {n:,} rows")
+        url, cleanup = _annotation_url(store, urls, workdir)
+        entry: dict[str, Any] = {"label": LABELS[store], "backend": store, "rows": n, "what": what}
+        try:
+            raw = run_annotation_bench(url, rows=n, per_row=per_row)
+        except Exception as exc:
+            notes.append(f"annotation run on {store}: failed ({type(exc).__name__}: {exc})")
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            entry["seconds"] = _first(raw, "seconds", "elapsed", "time", "wall_seconds")
+            entry["peak_mib"] = _first(raw, "peak_mib", "peak_memory_mib", "peak_rss_mib", "max_rss_mib")
+            entry["result"] = raw
+        finally:
+            cleanup()
+        results.append(entry)
+    return results
+
+
+def format_annotations(results: list[dict[str, Any]]) -> str:
+    from .spec_benchmark import _grid
+
+    rows = [("Store", "Rows", "Metadata", "Seconds", "Peak MiB")]
+    for r in results:
+        if "unavailable" in r or "error" in r:
+            rows.append((r["label"], f"{r.get('rows', 0):,}", r.get("what", "-"), "unavailable", "-"))
+            continue
+        seconds, mib = r.get("seconds"), r.get("peak_mib")
+        rows.append(
+            (
+                r["label"],
+                f"{r['rows']:,}",
+                r["what"],
+                "-" if seconds is None else f"{seconds:,.2f}",
+                "-" if mib is None else f"{mib:,.0f}",
+            )
+        )
+    return _grid(rows)
+
+
+def run_shards(
+    shard_urls: list[str] | None,
+    *,
+    notes: list[str],
+    stack: ExitStack,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Three Redis servers (given, else throwaway) against one; ``None`` when unavailable."""
+    try:
+        from .sharding import run_sharding_bench
+    except ImportError as exc:
+        notes.append(f"sharding run unavailable: {exc}")
+        return {"unavailable": str(exc)}
+    if not shard_urls:
+        from ..testing import servers
+
+        try:
+            shard_urls = [stack.enter_context(servers.redis_server(use_env=False)) for _ in range(3)]
+        except servers.ServerUnavailable as exc:
+            notes.append(f"sharding run left out: {exc}")
+            return {"unavailable": str(exc)}
+    try:
+        raw = run_sharding_bench(shard_urls, **dict(options or {}))
+    except Exception as exc:
+        notes.append(f"sharding run failed ({type(exc).__name__}: {exc})")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"servers": len(shard_urls), "result": raw, "runs": []}
+
+
+def format_sharding(result: Mapping[str, Any]) -> str:
+    if "unavailable" in result or "error" in result:
+        return f"unavailable ({result.get('unavailable') or result.get('error')})"
+    return "\n".join(f"{key}: {value}" for key, value in result["result"].items())
