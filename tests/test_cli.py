@@ -21,7 +21,10 @@ def test_spec_script_runs_unchanged() -> None:
     """Section 3 of the spec, verbatim, prints its two times."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "spec_benchmark.py")],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     assert "Benchmarking InMemoryContextStore..." in out
     assert re.search(r"Add time: \d+\.\d{4}s, Get time: \d+\.\d{4}s", out)
@@ -29,8 +32,24 @@ def test_spec_script_runs_unchanged() -> None:
 
 def test_bench_json(tmp_path: Path) -> None:
     target = tmp_path / "bench.json"
-    code = main(["bench", "--ops", "300", "--batch-ops", "500", "--rows", "1000", "--repeat", "1",
-                 "--stores", "memory,sqlite", "--json", "--output", str(target)])
+    code = main(
+        [
+            "bench",
+            "--ops",
+            "300",
+            "--batch-ops",
+            "500",
+            "--rows",
+            "1000",
+            "--repeat",
+            "1",
+            "--stores",
+            "memory,sqlite",
+            "--json",
+            "--output",
+            str(target),
+        ]
+    )
     assert code == 0
     doc = json.loads(target.read_text())
     rows = {(r["store"], r["mode"]): r for r in doc["results"]}
@@ -38,9 +57,11 @@ def test_bench_json(tmp_path: Path) -> None:
         ("dict baseline", "per-call"),
         ("dict (membership only)", "per-call"),
         ("InMemoryContextStore", "per-call"),
+        ("InMemoryContextStore", "buffered"),
         ("InMemoryContextStore", "batch"),
         ("raw sqlite3", "per-call"),
         ("SQLiteContextStore", "per-call"),
+        ("SQLiteContextStore", "buffered"),
         ("raw sqlite3", "batch"),
         ("SQLiteContextStore", "batch"),
     }
@@ -48,11 +69,21 @@ def test_bench_json(tmp_path: Path) -> None:
     assert ours["num_ops"] == 300 and ours["baseline_of"] == "dict baseline"
     assert ours["ratio"] > 0 and ours["calls_per_second"] == pytest.approx(2 * ours["ops_per_second"])
     assert rows[("SQLiteContextStore", "batch")]["num_ops"] == 500
+    buffered = rows[("SQLiteContextStore", "buffered")]
+    assert (buffered["baseline_of"], buffered["baseline_mode"]) == ("raw sqlite3", "per-call")
+    assert buffered["num_ops"] == 300 and buffered["ratio"] > 0 and buffered["backend"] == "sqlite"
+    assert rows[("raw sqlite3", "batch")]["role"] == "baseline"
+    assert doc["modes"] == ["per-call", "buffered", "batch"] and doc["unavailable"] == {}
+    assert "processes" not in doc and "sweep" not in doc
 
 
 def test_bench_table_has_the_spec_columns(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--ops", "100", "--batch-ops", "100", "--repeat", "1",
-                 "--stores", "memory", "--quiet"]) == 0
+    assert (
+        main(
+            ["bench", "--ops", "100", "--batch-ops", "100", "--repeat", "1", "--stores", "memory", "--quiet"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for column in ("Store", "Num Ops (Add+Get)", "Time (Seconds)", "Ops/Second"):
         assert column in out
@@ -62,9 +93,28 @@ def test_bench_table_has_the_spec_columns(capsys: pytest.CaptureFixture[str]) ->
 def test_bench_server_rows(tmp_path: Path, redis_url: str, postgres_url: str) -> None:
     """Redis and PostgreSQL rows, each next to its raw client, from the fixtures' servers."""
     target = tmp_path / "bench.json"
-    code = main(["bench", "--ops", "50", "--batch-ops", "200", "--rows", "200", "--repeat", "1",
-                 "--stores", "redis,postgres", "--redis-url", redis_url,
-                 "--postgres-url", postgres_url, "--json", "--output", str(target)])
+    code = main(
+        [
+            "bench",
+            "--ops",
+            "50",
+            "--batch-ops",
+            "200",
+            "--rows",
+            "200",
+            "--repeat",
+            "1",
+            "--stores",
+            "redis,postgres",
+            "--redis-url",
+            redis_url,
+            "--postgres-url",
+            postgres_url,
+            "--json",
+            "--output",
+            str(target),
+        ]
+    )
     assert code == 0
     doc = json.loads(target.read_text())
     assert doc["notes"] == []
@@ -76,8 +126,27 @@ def test_bench_server_rows(tmp_path: Path, redis_url: str, postgres_url: str) ->
 
 
 def test_bench_leaves_out_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--ops", "20", "--batch-ops", "20", "--rows", "20", "--repeat", "1",
-                 "--stores", "memory,redis", "--redis-url", "redis://127.0.0.1:1/0", "-q"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--ops",
+                "20",
+                "--batch-ops",
+                "20",
+                "--rows",
+                "20",
+                "--repeat",
+                "1",
+                "--stores",
+                "memory,redis",
+                "--redis-url",
+                "redis://127.0.0.1:1/0",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "InMemoryContextStore" in out and "Note: redis: left out" in out
 
@@ -89,8 +158,9 @@ def test_bench_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_python_dash_m_entry_point() -> None:
-    out = subprocess.run([sys.executable, "-m", "context_framework", "--version"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "context_framework", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("context-framework ")
 
 
@@ -110,11 +180,26 @@ def test_dict_baseline_has_the_same_key_validation_as_the_adapter(index: list[An
     df = pd.DataFrame({"A": [1, 2, 3], "B": [4, 5, 6]}, index=index)
     labels = list(df.index)
     candidates: list[Any] = [
-        ("dataset",), ("dataset", 1), ("column", "A"), ("column", "C"), ("column",),
-        ("colum", "A"), "row", ("row",), ("row", labels[0], "x"),
-        ("row", labels[0], "column", "B"), ("row", labels[0], "column", "Z"),
-        ("row", True), ("row", 1), ("row", 1.0), ("row", "a"), ("row", 10), ("row", 99),
-        ("row", 0.5), ("row", 2.0), ("row", np.int64(1)),
+        ("dataset",),
+        ("dataset", 1),
+        ("column", "A"),
+        ("column", "C"),
+        ("column",),
+        ("colum", "A"),
+        "row",
+        ("row",),
+        ("row", labels[0], "x"),
+        ("row", labels[0], "column", "B"),
+        ("row", labels[0], "column", "Z"),
+        ("row", True),
+        ("row", 1),
+        ("row", 1.0),
+        ("row", "a"),
+        ("row", 10),
+        ("row", 99),
+        ("row", 0.5),
+        ("row", 2.0),
+        ("row", np.int64(1)),
         *[("row", lbl) for lbl in labels],
     ]
     ours = PandasContextAdapter(df)
@@ -138,3 +223,121 @@ def test_results_table_format() -> None:
     table = format_table(results)
     assert table.count("\n") == len(results) + 1
     assert "x dict baseline" in table
+
+
+def _bench_json(tmp_path: Path, *args: str) -> dict[str, Any]:
+    target = tmp_path / "bench.json"
+    tiny = ["--ops", "200", "--batch-ops", "300", "--rows", "400", "--repeat", "1"]
+    assert main(["bench", *tiny, *args, "--output", str(target)]) == 0
+    return json.loads(target.read_text())  # type: ignore[no-any-return]
+
+
+def test_bench_modes_flag(tmp_path: Path) -> None:
+    doc = _bench_json(tmp_path, "--stores", "sqlite", "--modes", "batch,per-call")
+    assert {(r["store"], r["mode"]) for r in doc["results"]} == {
+        ("raw sqlite3", "per-call"),
+        ("SQLiteContextStore", "per-call"),
+        ("raw sqlite3", "batch"),
+        ("SQLiteContextStore", "batch"),
+    }
+    assert doc["modes"] == ["batch", "per-call"]
+
+
+def test_bench_text_has_the_mode_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["bench", "--ops", "100", "--batch-ops", "100", "--repeat", "1", "--stores", "memory", "-q"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "per-call calls/s (vs. raw)" in out and "buffered calls/s (vs. raw)" in out
+    assert "includes the final flush()" in out
+
+
+def test_bench_json_on_stdout_is_only_json(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "bench",
+        "--ops",
+        "50",
+        "--batch-ops",
+        "50",
+        "--rows",
+        "50",
+        "--repeat",
+        "1",
+        "--stores",
+        "memory",
+    ]
+    assert main([*args, "--modes", "per-call", "--sweep", "1,10", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["sweep"] and captured.err == ""
+
+
+def test_bench_processes_on_sqlite(tmp_path: Path) -> None:
+    doc = _bench_json(tmp_path, "--stores", "sqlite", "--modes", "per-call", "--processes", "2", "--no-table")
+    assert doc["results"] == []
+    (run,) = doc["processes"]
+    assert (run["store"], run["mode"], run["processes"], run["shared"]) == (
+        "SQLiteContextStore",
+        "per-call",
+        2,
+        True,
+    )
+    assert run["ops_per_process"] == 200 and len(run["per_process"]) == 2
+    assert run["calls_per_second"] > 0 and 0 < run["add_us"]["p50"] <= run["add_us"]["p99"]
+
+
+def test_bench_sweep_flag(tmp_path: Path) -> None:
+    doc = _bench_json(tmp_path, "--stores", "memory,sqlite", "--sweep", "10,1", "--no-table")
+    assert [(r["backend"], r["batch_size"]) for r in doc["sweep"]] == [
+        ("memory", 1),
+        ("memory", 10),
+        ("sqlite", 1),
+        ("sqlite", 10),
+    ]
+    assert all(r["entries"] >= 200 and r["entries_per_second"] > 0 for r in doc["sweep"])
+
+
+def test_bench_plot_is_a_png(tmp_path: Path) -> None:
+    png = tmp_path / "bench.png"
+    doc = _bench_json(tmp_path, "--stores", "memory", "--sweep", "1,10", "--plot", str(png))
+    assert doc["results"] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_annotation_section(tmp_path: Path) -> None:
+    """Given a row count, the annotation run reports time and memory (or says it is unavailable)."""
+    doc = _bench_json(tmp_path, "--stores", "memory,sqlite", "--annotate-rows", "1000", "--no-table")
+    assert [r["backend"] for r in doc["annotations"]] == ["memory", "sqlite"]
+    for run in doc["annotations"]:
+        assert run["rows"] == 1000
+        assert "unavailable" in run or (run["seconds"] > 0 and "error" not in run)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--processes", "0"], "--processes must be at least 1"),
+        (["--processes", "two"], "invalid int value"),
+        (["--modes", "per-call,turbo"], "unknown mode(s) turbo"),
+        (["--modes", ","], "no mode given"),
+        (["--stores", ""], "no store given"),
+        (["--sweep", "1,0"], "at least 1"),
+        (["--sweep", "1,ten"], "positive integers"),
+        (["--annotate-rows", "0"], "--annotate-rows must be at least 1"),
+        (["--plot", "/no/such/dir/x.png"], "does not exist"),
+        (["--plot", "bench.txt"], ".png"),
+        (["--no-table"], "leaves nothing to run"),
+        (["--shard-urls", "redis://a,redis://b"], "--shard-urls goes with --shards"),
+    ],
+)
+def test_bench_rejects_bad_flag_values(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--modes", "--processes", "--sweep", "--annotate-rows", "--shards", "--plot", "--progress"):
+        assert flag in out
