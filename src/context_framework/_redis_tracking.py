@@ -103,6 +103,7 @@ class InvalidationListener:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._pipe_open = True
         self._dead = False  # a copy inherited through fork()
         self.up = False
         _live.add(self)
@@ -151,19 +152,30 @@ class InvalidationListener:
             conn.disconnect()
         if thread is not None and thread.is_alive():
             return  # it exits at its next wake-up; leave it the pipe
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        _live.discard(self)
+        with self._lock:
+            if not self._pipe_open:
+                return
+            self._pipe_open = False
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # ------------------------------------------------------------------ the thread
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # pipe full (already signalled) or closed
-            pass
+        with self._lock:  # never write to a closed pipe's number: it may belong to someone else now
+            if not self._pipe_open:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:  # pipe full: already signalled
+                pass
 
     def _wait(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking early on :meth:`close`."""
@@ -225,6 +237,7 @@ class InvalidationListener:
             conn.disconnect()
             self._set_down()
         self._set_down()
+        self._close_pipe()
 
     def _set_up(self) -> None:
         self.up = True
@@ -322,11 +335,7 @@ def _after_fork_in_child() -> None:
         listener.up = False
         listener._lock = threading.Lock()
         listener._conn = None  # redis-py never shuts down a socket of another process
-        for fd in (listener._wake_r, listener._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        listener._close_pipe()  # only if still open: a closed one's numbers may be reused
 
 
 if hasattr(os, "register_at_fork"):
