@@ -54,7 +54,7 @@ from ..exceptions import (
     ContextStoreError,
 )
 from ..keys import Key, encode_key, encode_keys
-from ..values import DEFAULT_MAX_VALUE_SIZE
+from ..values import DEFAULT_MAX_VALUE_SIZE, _flat_bound, prepare_value
 
 __all__ = ["Rendezvous", "ShardedStore", "key_hash", "shard_seed"]
 
@@ -420,14 +420,13 @@ class ShardedStore(BaseContextStore):
         pairs = list(iter_pairs(items))
         if not pairs:
             return
-        groups = self._groups([k for k, _ in pairs])
-        check = self._check_value
-        values = [check(v) for _, v in pairs]
-        jobs = [
-            (i, partial(self._shards[i].set_many, [(pairs[p][0], values[p]) for p in group]))
-            for i, group in enumerate(groups)
-            if group
-        ]
+        owners = self._router.owners(encode_keys([k for k, _ in pairs]))  # validates every key
+        _check_values([v for _, v in pairs], self.max_value_size)
+        parts: list[list[tuple[Key, Mapping[str, Any]]]] = [[] for _ in self._shards]
+        appends = [part.append for part in parts]
+        for pair, owner in zip(pairs, owners):
+            appends[owner](pair)
+        jobs = [(i, partial(self._shards[i].set_many, part)) for i, part in enumerate(parts) if part]
         self._run("set_many", jobs, write=True)
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
@@ -669,6 +668,15 @@ class ShardedStore(BaseContextStore):
             raise
         store._secrets = tuple(secrets)
         return store
+
+
+def _check_values(values: list[Any], max_size: int | None) -> None:
+    """Validate metadata values (the rules of ``set``) without copying them; raise on the first bad one."""
+    limit = max_size if max_size is not None else 1 << 62
+    for value in values:
+        if type(value) is dict and 0 <= _flat_bound(value) <= limit:
+            continue  # a flat dict of plain scalars within the size limit: valid
+        prepare_value(value, max_size)
 
 
 def _reshard(cls: type[ShardedStore], shards: list[Any], names: list[str], parallel: bool) -> ShardedStore:
