@@ -48,8 +48,11 @@ def parse_modes(text: str) -> tuple[str, ...]:
 
 def wrappers_unavailable() -> str | None:
     """Why the buffered mode cannot run (the wrappers do not import), or ``None``."""
+    import importlib
+
     try:
-        from ..wrappers import buffered, cached  # noqa: F401
+        for module in ("buffered", "cached"):
+            importlib.import_module(f"context_framework.wrappers.{module}")
     except ImportError as exc:
         return f"BufferedStore/CachedStore not importable ({exc})"
     return None

@@ -7,7 +7,8 @@ writes, so a saved JSON file can be drawn again later. Panels:
    grey next to them, log scale;
 2. with ``--sweep``: entries/s against the batch size, one line per store;
 3. with ``--processes``: total calls/s of N processes per store and mode;
-4. with ``--annotate-rows`` / ``--shards``: seconds per run.
+4. with ``--annotate-rows``: seconds (and peak memory) per run;
+5. with ``--shards``: keys/s of one Redis server and of the sharded stores.
 
 matplotlib is imported here only, with the non-interactive Agg backend.
 """
@@ -87,10 +88,12 @@ def _bars(
 
 def _log_axis(ax: Any, which: str) -> None:
     """A log scale whose tick labels read 10k, 100k, 1M rather than powers of ten."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     getattr(ax, f"set_{which}scale")("log")
-    getattr(ax, f"{which}axis").set_major_formatter(FuncFormatter(lambda v, _: si(v)))
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _wrap(label: str) -> str:
@@ -98,10 +101,19 @@ def _wrap(label: str) -> str:
 
 
 def _headroom(ax: Any) -> None:
-    """Room above the tallest bar for its label and for the legend (log axis)."""
+    """Room above the tallest bar for its label and the legend; at least two decades (log axis)."""
     low, high = ax.get_ylim()
     if low > 0 and high > 0:
+        low = min(low, high / 100)
         ax.set_ylim(low, 10 ** (math.log10(high) + 0.35 * (math.log10(high) - math.log10(low))))
+
+
+def _span(ax: Any, decades: float = 1.5) -> None:
+    """Widen a log y axis to ``decades`` around its data, so that it has labelled ticks."""
+    low, high = ax.get_ylim()
+    if low > 0 and high > 0:
+        center, half = math.sqrt(low * high), 10 ** (decades / 2)
+        ax.set_ylim(min(low, center / half), max(high, center * half))
 
 
 def _modes_panel(ax: Any, doc: Mapping[str, Any]) -> None:
@@ -145,6 +157,7 @@ def _sweep_panel(ax: Any, sweep: Sequence[Mapping[str, Any]]) -> None:
         ax.plot(xs, ys, marker="o", label=f"{store} ({si(ys[-1])}/s at batch size {si(xs[-1])})")
     _log_axis(ax, "x")
     _log_axis(ax, "y")
+    _span(ax)
     ax.set_xlabel("batch size (entries per add_context_many / get_context_many call, log scale)")
     ax.set_ylabel("add+get entries per second (log scale)")
     ax.set_title("Batch-size sweep", fontsize=10)
@@ -170,10 +183,10 @@ def _processes_panel(ax: Any, processes: Sequence[Mapping[str, Any]]) -> None:
 
 def _seconds_panel(ax: Any, runs: Sequence[tuple[str, float, str]], title: str) -> None:
     labels = [label for label, _, _ in runs]
-    bars = ax.barh(range(len(runs)), [s for _, s, _ in runs], color="#8172B3")
+    bars = ax.barh(range(len(runs)), [s for _, s, _ in runs], height=0.55, color="#8172B3")
     for rect, (_, seconds, extra) in zip(bars, runs):
         ax.annotate(
-            f"{seconds:,.2f} s{extra}",
+            f"{seconds:,.2f} s{extra}" if seconds else extra.lstrip(", "),
             (rect.get_width(), rect.get_y() + rect.get_height() / 2),
             xytext=(4, 0),
             textcoords="offset points",
@@ -189,45 +202,69 @@ def _seconds_panel(ax: Any, runs: Sequence[tuple[str, float, str]], title: str) 
     ax.grid(axis="x", alpha=0.3)
 
 
-def _scale_runs(doc: Mapping[str, Any]) -> list[tuple[str, float, str]]:
+def _annotation_runs(doc: Mapping[str, Any]) -> list[tuple[str, float, str]]:
     runs = []
     for r in doc.get("annotations") or []:
         if r.get("seconds") is None:
+            why = "unavailable" if "unavailable" in r else "failed"
+            runs.append((f"{r['label']}\n{r.get('rows', 0):,} rows, {r.get('what', '')}", 0.0, f", {why}"))
             continue
         mib = r.get("peak_mib")
         extra = f", peak {mib:,.0f} MiB" if mib is not None else ""
         runs.append((f"{r['label']}\n{r['rows']:,} rows, {r['what']}", float(r["seconds"]), extra))
-    for r in (doc.get("sharding") or {}).get("runs", []):
-        runs.append((r["label"], float(r["seconds"]), f", {si(r['rate'])}/s" if r.get("rate") else ""))
     return runs
+
+
+def _sharding_panel(ax: Any, report: Mapping[str, Any]) -> None:
+    cases = [
+        ("single", "1 server"),
+        ("sharded", f"{len(report['servers'])} shards, in parallel"),
+        ("sharded_serial", f"{len(report['servers'])} shards, one after the other"),
+    ]
+    groups = [label for _, label in cases]
+    series = {phase: [report[name][phase] for name, _ in cases] for phase in ("write", "read", "overall")}
+    _bars(ax, groups, series, {"write": "#4C72B0", "read": "#DD8452", "overall": "#55A868"})
+    ax.set_ylabel("keys per second (log scale)")
+    ax.set_title(
+        f"Sharding over Redis servers: {report['keys']:,} keys in batches of {report['batch']:,}", fontsize=10
+    )
 
 
 def plot_results(doc: Mapping[str, Any], path: str) -> str:
     """Draw ``doc`` (what ``ctx bench --json`` prints) into the PNG file ``path``; returns ``path``."""
     plt = _pyplot()
-    panels: list[Any] = []
+    panels: list[tuple[float, Any]] = []  # (relative height, draw)
     if doc.get("results"):
-        panels.append(lambda ax: _modes_panel(ax, doc))
+        panels.append((1.0, lambda ax: _modes_panel(ax, doc)))
     if doc.get("sweep"):
-        panels.append(lambda ax: _sweep_panel(ax, doc["sweep"]))
+        panels.append((1.0, lambda ax: _sweep_panel(ax, doc["sweep"])))
     if doc.get("processes"):
-        panels.append(lambda ax: _processes_panel(ax, doc["processes"]))
-    scale = _scale_runs(doc)
-    if scale:
-        panels.append(
-            lambda ax: _seconds_panel(ax, scale, "Large runs: annotation (time, peak memory), sharding")
-        )
+        panels.append((1.0, lambda ax: _processes_panel(ax, doc["processes"])))
+    annotations = _annotation_runs(doc)
+    if annotations:
+        title = "Annotation runs: time (and peak memory), measured in a subprocess"
+        panels.append((0.3 + 0.15 * len(annotations), lambda ax: _seconds_panel(ax, annotations, title)))
+    sharding = doc.get("sharding") or {}
+    if "single" in sharding:
+        panels.append((0.8, lambda ax: _sharding_panel(ax, sharding)))
     if not panels:
         raise ValueError("nothing to plot: the benchmark produced no results")
-    fig, axes = plt.subplots(len(panels), 1, figsize=(13, 5.2 * len(panels)), squeeze=False)
+    heights = [h for h, _ in panels]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(13, 5.2 * sum(heights) + 0.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+        layout="constrained",
+    )
     try:
-        for draw, ax in zip(panels, axes[:, 0]):
+        for (_, draw), ax in zip(panels, axes[:, 0]):
             draw(ax)
         machine = f"{doc.get('machine', '')}, {doc.get('cpus', '?')} CPUs, Python {doc.get('python', '')}"
         fig.suptitle(
             f"ctx bench — context-framework {doc.get('context_framework', '')} ({machine})", fontsize=12
         )
-        fig.tight_layout(rect=(0, 0, 1, 0.98))
         fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)

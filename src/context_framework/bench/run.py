@@ -192,7 +192,9 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
             from .scale import run_shards
 
             progress.note("sharding: 3 Redis servers against 1")
-            doc["sharding"] = run_shards(options.shard_urls, notes=notes, stack=stack)
+            doc["sharding"] = run_shards(
+                options.shard_urls, notes=notes, stack=stack, keys=options.batch_ops, repeat=options.repeat
+            )
     doc["unavailable"] = unavailable
     doc["notes"] = notes
     return doc

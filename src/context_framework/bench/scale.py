@@ -155,9 +155,14 @@ def run_shards(
     *,
     notes: list[str],
     stack: ExitStack,
-    options: Mapping[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """Three Redis servers (given, else throwaway) against one; ``None`` when unavailable."""
+    keys: int = 100_000,
+    batch: int = 1000,
+    repeat: int = 3,
+) -> dict[str, Any]:
+    """Three Redis servers (given, else throwaway) against one: the sharding benchmark's report.
+
+    The result has ``unavailable`` or ``error`` (with the reason) when it could not run.
+    """
     try:
         from .sharding import run_sharding_bench
     except ImportError as exc:
@@ -172,14 +177,15 @@ def run_shards(
             notes.append(f"sharding run left out: {exc}")
             return {"unavailable": str(exc)}
     try:
-        raw = run_sharding_bench(shard_urls, **dict(options or {}))
+        return dict(run_sharding_bench(shard_urls, keys=keys, batch=batch, repeat=repeat))
     except Exception as exc:
         notes.append(f"sharding run failed ({type(exc).__name__}: {exc})")
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"servers": len(shard_urls), "result": raw, "runs": []}
 
 
 def format_sharding(result: Mapping[str, Any]) -> str:
     if "unavailable" in result or "error" in result:
         return f"unavailable ({result.get('unavailable') or result.get('error')})"
-    return "\n".join(f"{key}: {value}" for key, value in result["result"].items())
+    from .sharding import format_report
+
+    return format_report(dict(result))
