@@ -462,6 +462,11 @@ def test_open_store_with_a_host_list(redis_urls: list[str], key_prefix: str) -> 
         again = open_store(f"sharded+redis://{','.join(reversed(hosts))}/0?prefix={key_prefix}&namespace=url")
         assert again.get_many([("row", i) for i in range(100)]) == [{"i": i} for i in range(100)]
         again.close()
+        direct = ShardedStore.from_url(
+            f"sharded+redis://{','.join(hosts)}/0?prefix={key_prefix}&namespace=url"
+        )
+        assert direct.get(("row", 9)) == {"i": 9}
+        direct.close()
         named = open_store(f"sharded+redis://{','.join(hosts)}/0?prefix={key_prefix}&names=a,b,c&parallel=0")
         assert named.names == ("a", "b", "c") and named.parallel is False
         named.close()
@@ -607,3 +612,27 @@ def test_a_forked_child_gets_its_own_pool() -> None:
         if child.is_alive():
             child.kill()
     store.close()
+
+
+def test_a_shard_closed_behind_its_back_is_named() -> None:
+    store = _memory_shards(3)
+    store.shards[1].close()
+    keys = [("row", i) for i in range(60)]
+    with pytest.raises(ContextStoreClosedError, match="set_many failed on shard 'shard-1'"):
+        store.set_many([(k, {"a": 1}) for k in keys])
+    with pytest.raises(ContextStoreClosedError, match="get failed on shard 'shard-1'"):
+        store.get(keys[store.shards_of(keys).index(1)])
+    store.close()
+
+
+def test_sharding_bench_runs(redis_urls: list[str]) -> None:
+    from context_framework.bench.sharding import format_report, run_sharding_bench
+
+    report = run_sharding_bench(redis_urls, keys=2000, batch=500, repeat=1)
+    for name in ("single", "sharded", "sharded_serial", "sharded/single"):
+        assert set(report[name]) == {"write", "read", "overall"}
+        assert all(rate > 0 for rate in report[name].values())
+    assert report["routing"] > 0 and len(report["servers"]) == 3
+    assert "sharded/single" in format_report(report)
+    with pytest.raises(ValueError, match="two or more"):
+        run_sharding_bench(redis_urls[:1])
