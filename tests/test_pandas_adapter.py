@@ -801,29 +801,46 @@ def test_get_and_remove_context_many(df: pd.DataFrame, store: Any) -> None:
 
 
 def _labels_of(adapter: PandasContextAdapter) -> list[Any]:
+    """Row labels that carry context: their own entry or a row annotation."""
+    return sorted({lbl for lbl in adapter.df.index.tolist() if adapter.has_context(("row", lbl))})
+
+
+def _stored_row_labels(adapter: PandasContextAdapter) -> list[Any]:
+    """Row labels with an entry of their own in the store."""
     return sorted(k[1] for k in adapter.list_context_keys(("row",)) if len(k) == 2)
 
 
-def test_add_row_context_list_of_labels(df: pd.DataFrame, store: Any) -> None:
+@pytest.mark.parametrize("per_row", [False, True], ids=["annotation", "per_row"])
+def test_add_row_context_list_of_labels(df: pd.DataFrame, store: Any, per_row: bool) -> None:
     counting = CountingStore(store)
     adapter = PandasContextAdapter(df, context_store=counting)
-    assert adapter.add_row_context([0, 2, 4], {"batch": 1}) == 3
-    assert counting.calls["set_many"] == 1 and counting.calls["set"] == 0
+    assert adapter.add_row_context([0, 2, 4], {"batch": 1}, per_row=per_row) == 3
+    # one batch either way: the rows' entries, or the annotation's row-set chunks (+ its head)
+    assert counting.calls["set_many"] == 1 and counting.calls["set"] == (0 if per_row else 1)
     assert _labels_of(adapter) == [0, 2, 4]
+    assert _stored_row_labels(adapter) == ([0, 2, 4] if per_row else [])
+    before = counting.calls["get_many"]
     assert adapter.get_row_context([4, 0, 1]) == [{"batch": 1}, {"batch": 1}, None]
-    assert counting.calls["get_many"] == 1
+    assert counting.calls["get_many"] - before == 1
     # numpy labels, an Index, a range and a generator of labels
-    assert adapter.add_row_context(np.array([1, 3]), {"batch": 2}) == 2
-    assert adapter.add_row_context(pd.Index([1]), {"batch": 3}) == 1
-    assert adapter.add_row_context(range(2), {"batch": 4}) == 2
-    assert adapter.add_row_context((i for i in [4]), {"batch": 5}) == 1
+    assert adapter.add_row_context(np.array([1, 3]), {"batch": 2}, per_row=per_row) == 2
+    assert adapter.add_row_context(pd.Index([1]), {"batch": 3}, per_row=per_row) == 1
+    assert adapter.add_row_context(range(2), {"batch": 4}, per_row=per_row) == 2
+    assert adapter.add_row_context((i for i in [4]), {"batch": 5}, per_row=per_row) == 1
     assert [v["batch"] for v in adapter.get_row_context(range(5))] == [4, 4, 1, 2, 5]
-    assert key_types(adapter.list_context_keys()) == key_types([("row", i) for i in range(5)])
+    if per_row:
+        assert key_types(adapter.list_context_keys()) == key_types([("row", i) for i in range(5)])
+    else:
+        assert len(adapter.list_annotations()) == 5
 
 
-def test_add_row_context_duplicates_stored_once(adapter: PandasContextAdapter) -> None:
-    assert adapter.add_row_context([1, 1, 2, 1, np.int64(2)], {"d": 1}) == 2
-    assert adapter.count_context() == 2
+@pytest.mark.parametrize("per_row", [False, True], ids=["annotation", "per_row"])
+def test_add_row_context_duplicates_stored_once(adapter: PandasContextAdapter, per_row: bool) -> None:
+    assert adapter.add_row_context([1, 1, 2, 1, np.int64(2)], {"d": 1}, per_row=per_row) == 2
+    if per_row:
+        assert adapter.count_context() == 2
+    else:
+        assert [a["rows"] for a in adapter.list_annotations()] == [2]
     # get_row_context answers once per distinct label, like add_row_context stores
     assert adapter.get_row_context([2, 1, 1]) == [{"d": 1}, {"d": 1}]
     assert adapter.get_context_many([("row", 2), ("row", 1), ("row", 1)]) == [{"d": 1}] * 3
@@ -861,11 +878,13 @@ def test_add_row_context_single_label(store: Any) -> None:
     adapter = PandasContextAdapter(df, context_store=store)
     # a string is one label, never a sequence of characters
     assert adapter.add_row_context("ab", {"x": 1}) == 1
-    assert adapter.list_context_keys() == [("row", "ab")]
+    assert _labels_of(adapter) == ["ab"]
     assert adapter.get_row_context("ab") == [{"x": 1}]
+    assert adapter.add_row_context("b", {"y": 1}, per_row=True) == 1
+    assert adapter.list_context_keys(("row",)) == [("row", "b")]
     other = PandasContextAdapter(pd.DataFrame({"A": range(3)}), context_store=InMemoryContextStore())
     assert other.add_row_context(2, {"x": 1}) == 1
-    assert other.list_context_keys() == [("row", 2)]
+    assert _labels_of(other) == [2]
 
 
 def test_add_row_context_empty_selection(adapter: PandasContextAdapter) -> None:
@@ -909,7 +928,8 @@ def test_add_row_context_boolean_series_aligned(store: Any) -> None:
     # nullable boolean dtype without missing values works
     nullable = pd.Series([True, False, False, False], index=df.index, dtype="boolean")
     assert adapter.add_row_context(nullable, {"nb": 1}) == 1
-    assert adapter.get_context(("row", "w")) == {"nb": 1}
+    # annotations layer: a later one wins per field, fields it lacks show through
+    assert adapter.get_context(("row", "w")) == {"big": True, "nb": 1}
 
 
 def test_boolean_series_that_cannot_align_is_refused(store: Any) -> None:
@@ -959,7 +979,7 @@ def test_add_row_context_slice_non_range_index(store: Any) -> None:
     strings = pd.DataFrame({"A": range(4)}, index=["d", "a", "c", "b"])
     sa = PandasContextAdapter(strings, context_store=InMemoryContextStore())
     assert sa.add_row_context(slice("a", "c"), {"s": 1}) == 2  # positional run a..c
-    assert sorted(k[1] for k in sa.list_context_keys()) == ["a", "c"]
+    assert _labels_of(sa) == ["a", "c"]
 
 
 def test_add_row_context_bad_slice(store: Any) -> None:
@@ -987,7 +1007,7 @@ def test_boolean_series_with_duplicate_labels(store: Any) -> None:
     adapter = PandasContextAdapter(df, context_store=store)
     # same index: used positionally, as .loc does
     assert adapter.add_row_context(df["A"] == 2, {"m": 1}) == 1
-    assert adapter.list_context_keys() == [("row", "y")]
+    assert _labels_of(adapter) == ["y"]
     # a reordered index with repeated labels cannot be aligned
     other = pd.Series([True, False, False], index=["x", "x", "y"])
     with unchanged(store), pytest.raises(ContextKeyError, match="unique"):
@@ -997,9 +1017,11 @@ def test_boolean_series_with_duplicate_labels(store: Any) -> None:
 def test_bool_index_list_of_bools_is_labels(store: Any) -> None:
     df = pd.DataFrame({"A": [1, 2]}, index=[True, False])
     adapter = PandasContextAdapter(df, context_store=store)
-    assert adapter.add_row_context([False], {"b": 1}) == 1
+    assert adapter.add_row_context([False], {"b": 1}, per_row=True) == 1
     assert adapter.list_context_keys() == [("row", False)]
     assert type(adapter.list_context_keys()[0][1]) is bool
+    assert adapter.add_row_context([True], {"a": 1}) == 1  # an annotation, by position
+    assert adapter.get_row_context([True, False]) == [{"a": 1}, {"b": 1}]
     with unchanged(store), pytest.raises(LabelNotFoundError):
         adapter.add_context(("row", 0), {})
 
@@ -1012,17 +1034,23 @@ def test_non_strict_unencodable_key(df: pd.DataFrame, store: Any) -> None:
         adapter.add_context(("x", {1: 2}), {})
 
 
-def test_add_row_context_on_datetime_and_multiindex(mi_df: pd.DataFrame, store: Any) -> None:
+@pytest.mark.parametrize("per_row", [False, True], ids=["annotation", "per_row"])
+def test_add_row_context_on_datetime_and_multiindex(
+    mi_df: pd.DataFrame, store: Any, per_row: bool
+) -> None:
     idx = pd.date_range("2024-01-01", periods=4, freq="D")
     dt = PandasContextAdapter(pd.DataFrame({"A": range(4)}, index=idx), context_store=store)
-    assert dt.add_row_context(slice("2024-01-02", "2024-01-03"), {"w": 1}) == 2
-    assert dt.list_context_keys() == [("row", datetime(2024, 1, 2)), ("row", datetime(2024, 1, 3))]
+    assert dt.add_row_context(slice("2024-01-02", "2024-01-03"), {"w": 1}, per_row=per_row) == 2
+    assert _labels_of(dt) == [datetime(2024, 1, 2), datetime(2024, 1, 3)]
     mi = PandasContextAdapter(mi_df, context_store=InMemoryContextStore())
-    assert mi.add_row_context([("a", 2), ("b", 1)], {"m": 1}) == 2
-    assert mi.add_row_context(mi_df["A"] == 3, {"m": 2}) == 1
-    assert key_types(mi.list_context_keys()) == key_types(
-        [("row", ("a", 2)), ("row", ("b", 1)), ("row", ("b", 2))]
-    )
+    assert mi.add_row_context([("a", 2), ("b", 1)], {"m": 1}, per_row=per_row) == 2
+    assert mi.add_row_context(mi_df["A"] == 3, {"m": 2}, per_row=per_row) == 1
+    assert _labels_of(mi) == [("a", 2), ("b", 1), ("b", 2)]
+    if per_row:
+        assert dt.list_context_keys() == [("row", datetime(2024, 1, 2)), ("row", datetime(2024, 1, 3))]
+        assert key_types(mi.list_context_keys()) == key_types(
+            [("row", ("a", 2)), ("row", ("b", 1)), ("row", ("b", 2))]
+        )
     with pytest.raises(LabelNotFoundError):
         mi.add_row_context(["a"], {})
 
@@ -1031,7 +1059,7 @@ def test_add_row_context_duplicate_index_labels(store: Any) -> None:
     df = pd.DataFrame({"A": [1, 2, 3, 4]}, index=["x", "y", "x", "z"])
     adapter = PandasContextAdapter(df, context_store=store)
     assert adapter.add_row_context(df["A"] > 1, {"m": 1}) == 3  # y, x (once), z
-    assert sorted(k[1] for k in adapter.list_context_keys()) == ["x", "y", "z"]
+    assert _labels_of(adapter) == ["x", "y", "z"]
     assert adapter.get_row_context(["x", "x"]) == [{"m": 1}]
     with unchanged(store), pytest.raises(LabelNotFoundError, match="'q'"):
         adapter.add_row_context(["x", "q"], {})
@@ -1151,7 +1179,7 @@ def test_named_adapters_are_isolated(df: pd.DataFrame, store: Any) -> None:
     a.add_context(("row", 1), {"who": "a"})
     a.add_context(("column", "A"), {"who": "a"})
     b.add_context(("row", 2), {"who": "b"})
-    b.add_row_context([3, 4], {"who": "b"})
+    b.add_row_context([3, 4], {"who": "b"}, per_row=True)
     assert a.get_context(("row", 2)) is None
     assert b.get_context(("row", 1)) is None
     assert key_types(a.list_context_keys()) == key_types([("row", 1), ("column", "A")])

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from itertools import repeat
 from numbers import Real
 from typing import Any
 
@@ -50,14 +51,32 @@ except ImportError as exc:  # pragma: no cover - exercised without pandas instal
 
     raise MissingDependencyError.for_extra("pandas", "pandas") from exc
 
-from ..base_store import ContextStore, Metadata
-from ..exceptions import ContextKeyError, LabelNotFoundError, UnsupportedKeyError
+from ..base_store import ContextStore, Metadata, check_prefix
+from ..exceptions import (
+    ContextKeyError,
+    ContextSerializationError,
+    ContextValueError,
+    LabelNotFoundError,
+    UnsupportedKeyError,
+)
 from ..in_memory_context_store import FAST_FIELDS, InMemoryContextStore
 from ..keys import Key, normalize_key
-from ..values import _INT_MAX, _INT_MIN
+from ..values import _INT_MAX, _INT_MIN, dumps_json, loads_json
+from . import row_sets
+from .annotations import (
+    BY_LABEL,
+    BY_POSITION,
+    INDEX_KEY,
+    KIND,
+    Annotation,
+    AnnotationIndexError,
+    AnnotationStore,
+    index_fingerprint,
+)
 from .base_adapter import DATASET_KEY, BaseContextAdapter
+from .row_sets import RowSet
 
-__all__ = ["PandasContextAdapter"]
+__all__ = ["AnnotationIndexError", "PandasContextAdapter"]
 
 _KINDS = "('dataset',), ('column', name), ('row', label) or ('row', label, 'column', name)"
 _KIND_NAMES = ("row", "column", "dataset")
@@ -65,6 +84,9 @@ _KIND_NAMES = ("row", "column", "dataset")
 # code is the same object, while a numpy or runtime-built string takes the slow path
 # (which normalises it), so a key is never stored with a non-str kind.
 _ROW = "row"
+# ``_annotations`` before the first row read: not known yet (``None``: known, there are none).
+_UNLOADED: Any = ()
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class PandasContextAdapter(BaseContextAdapter):
@@ -93,6 +115,13 @@ class PandasContextAdapter(BaseContextAdapter):
         self._mem = self._store if type(self._store) is InMemoryContextStore else None
         self._range_index: Any = None
         self._range: range = range(0)
+        # Row annotations known to this adapter (see the module docstring): _UNLOADED until
+        # the first row read, then a tuple in creation order, or None when there are none,
+        # which is what the hot path below tests.
+        self._annotations: Any = _UNLOADED
+        self._annotation_store: AnnotationStore | None = None
+        self._fp_index: Any = None
+        self._fp: dict[str, Any] = {}
 
     @property
     def df(self) -> pd.DataFrame:
@@ -148,6 +177,8 @@ class PandasContextAdapter(BaseContextAdapter):
             and self.data.index is self._range_index
             and key[1] in self._range
         ):
+            if self._annotations is not None:
+                return self._annotated(key, default, self._get_row)
             mem = self._mem
             if mem is not None:  # InMemoryContextStore._get_normalized, inlined
                 entry = mem._data.get(key)
@@ -156,7 +187,10 @@ class PandasContextAdapter(BaseContextAdapter):
                 if None not in entry:
                     return entry.copy()  # type: ignore[no-any-return]
             return self._get_row(key, default)
-        return self._get(self.validate_key(key), default)
+        vkey = self.validate_key(key)
+        if self._annotations is not None and _is_row_key(vkey):
+            return self._annotated(vkey, default, self._get)
+        return self._get(vkey, default)
 
     # ------------------------------------------------------------------ validation
 
@@ -171,8 +205,7 @@ class PandasContextAdapter(BaseContextAdapter):
             if len(key) == 4 and key[2] == "column":
                 return ("row", self._row_label(key[1], key), "column", self._column(key[3], key))
             raise ContextKeyError(
-                f"a row key is ('row', label) and a cell key is ('row', label, 'column', name); "
-                f"got {key!r}"
+                f"a row key is ('row', label) and a cell key is ('row', label, 'column', name); got {key!r}"
             )
         if kind == "column":
             if len(key) != 2:
@@ -221,6 +254,11 @@ class PandasContextAdapter(BaseContextAdapter):
                 raise
             norm = None
         else:
+            if type(norm) is tuple and norm and norm[0] == KIND:
+                raise ContextKeyError(
+                    f"keys of kind {KIND!r} are reserved for row annotations, got {key!r}; "
+                    "see list_annotations(), annotate_rows() and remove_annotation()"
+                )
             # A key that only *normalises* to a documented kind (a namedtuple, a numpy
             # str kind...) is one: validate it, or it would be stored unchecked.
             if type(norm) is tuple and norm and norm[0] in _KIND_NAMES:
@@ -310,8 +348,14 @@ class PandasContextAdapter(BaseContextAdapter):
         """The metadata of column ``name``."""
         return self.get_context(("column", name), default)
 
-    def _rows(self, rows: Any) -> list[Any]:
-        """Resolve labels / a boolean mask / a label slice to distinct, canonical row labels."""
+    # ------------------------------------------------------------------ row selections
+
+    def _select(self, rows: Any) -> tuple[str, Any]:
+        """Resolve ``rows`` without a Python object per row where possible.
+
+        Returns ``("slice", positional slice)``, ``("mask", boolean array)`` or
+        ``("labels", distinct canonical labels)``; every label is validated.
+        """
         index = self.data.index
         if isinstance(rows, slice):
             if index.dtype.kind in "iuf":  # df.loc refuses these too; slice_indexer may not
@@ -320,8 +364,7 @@ class PandasContextAdapter(BaseContextAdapter):
                         isinstance(bound, (bool, np.bool_)) or not isinstance(bound, Real)
                     ):
                         raise ContextKeyError(
-                            f"cannot slice the DataFrame's numeric index with {rows!r}; "
-                            "use numeric bounds"
+                            f"cannot slice the DataFrame's numeric index with {rows!r}; use numeric bounds"
                         )
             try:
                 indexer = index.slice_indexer(rows.start, rows.stop, rows.step)
@@ -335,10 +378,10 @@ class PandasContextAdapter(BaseContextAdapter):
                     f"cannot slice the DataFrame's index with {rows!r} ({exc}); "
                     "use bounds of the index's type"
                 ) from None
-            return self._index_labels(index[indexer])
+            return "slice", indexer
         mask = _boolean_mask(rows, index)
         if mask is not None:
-            return self._index_labels(index[mask])
+            return "mask", mask
         if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
             labels: list[Any] = [rows]  # one label, as with df.loc[label]
         else:
@@ -357,35 +400,468 @@ class PandasContextAdapter(BaseContextAdapter):
         if errors:
             shown = ", ".join(repr(x) for x in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise LabelNotFoundError(
-                f"{len(missing)} row labels are not in the DataFrame's index: [{shown}]; "
-                f"first: {errors[0]}"
+                f"{len(missing)} row labels are not in the DataFrame's index: [{shown}]; first: {errors[0]}"
             )
-        return _distinct(out)
+        return "labels", _distinct(out)
+
+    def _rows(self, rows: Any) -> list[Any]:
+        """Resolve labels / a boolean mask / a label slice to distinct, canonical row labels."""
+        return self._labels_of(*self._select(rows))
+
+    def _labels_of(self, how: str, sel: Any) -> list[Any]:
+        if how == "labels":
+            return sel  # type: ignore[no-any-return]
+        return self._index_labels(self.data.index[sel])
 
     def _index_labels(self, selected: pd.Index) -> list[Any]:
-        labels = [normalize_key(x) for x in selected.tolist()]
+        if isinstance(selected.dtype, np.dtype) and selected.dtype.kind in "iu":
+            labels = selected.tolist()  # Python ints already: nothing to normalise
+        else:
+            labels = [normalize_key(x) for x in selected.tolist()]
         return labels if selected.is_unique else _distinct(labels)
 
-    def add_row_context(self, rows: Any, metadata: Mapping[str, Any]) -> int:
-        """Attach one metadata dict to many rows in one batch; return how many rows.
+    def _positions(self, how: str, sel: Any) -> np.ndarray:
+        """Positions of the distinct selected labels, in selection order (first occurrences)."""
+        index = self.data.index
+        if how == "labels":
+            return self._label_positions(sel)
+        pos = np.arange(*sel.indices(len(index))) if how == "slice" else np.flatnonzero(sel)
+        if not index.is_unique:
+            pos = pos[~index[pos].duplicated()]
+        return pos
+
+    def _label_positions(self, labels: list[Any]) -> np.ndarray:
+        """The (first) position of each canonical label of the index."""
+        index = self.data.index
+        if not labels:
+            return np.empty(0, dtype=np.intp)
+        if index.is_unique:
+            pos = index.get_indexer(labels)
+        else:
+            first = ~index.duplicated(keep="first")
+            pos = np.flatnonzero(first)[index[first].get_indexer(labels)]
+        if (pos < 0).any():  # pragma: no cover - labels were validated
+            raise LabelNotFoundError("row labels not found in the DataFrame's index")
+        return pos  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ bulk row context
+
+    def add_row_context(self, rows: Any, metadata: Any, *, per_row: bool = False) -> int:
+        """Attach context to many rows at once; return how many distinct row labels got it.
 
         ``rows`` is a list of labels (or one label), a boolean mask (numpy
         array, list of bools, or Series aligned by label with the index, as
         with ``.loc``) or a label slice (inclusive, as ``df.loc[a:b]``).
-        Every label is validated before anything is stored; duplicate labels
-        are stored once.
+        Every label is validated before anything is stored.
+
+        ``metadata`` is either
+
+        * **one dict**: stored *once*, as a row annotation with a compact row
+          set (see :meth:`annotate_rows` and the module docstring); with
+          ``per_row=True``, stored as one entry per row instead (one batch);
+        * **per-row metadata**, stored as one entry per row in one batch: a
+          ``Series`` of dicts or a ``DataFrame`` (its rows become the dicts;
+          missing values are left out) aligned by label with the selected
+          rows, or a list of dicts with one per selected distinct label, in
+          order. ``None`` (or a missing value) stores nothing for that row.
         """
-        labels = self._rows(rows)
-        self._store.set_many([(("row", label), metadata) for label in labels])
-        return len(labels)
+        how, sel = self._select(rows)
+        if isinstance(metadata, Mapping) and not per_row:
+            return self._annotate(how, sel, metadata)[1]
+        return self._add_per_row(how, sel, metadata)
+
+    def annotate_rows(self, rows: Any, metadata: Mapping[str, Any]) -> str | None:
+        """Store ``metadata`` once for the selected rows; return the annotation's id.
+
+        ``None`` when the selection is empty (nothing is stored). Reads of
+        ``("row", label)`` merge the annotations covering the row (in creation
+        order, later ones winning per field) under the row's own entry.
+        """
+        return self._annotate(*self._select(rows), metadata)[0]
+
+    def _annotate(self, how: str, sel: Any, metadata: Any) -> tuple[str | None, int]:
+        if not isinstance(metadata, Mapping):
+            raise ContextSerializationError(
+                f"an annotation's metadata must be a dict, got {type(metadata).__name__}"
+            )
+        book = self._annotations_in_store()
+        meta = book.prepare(metadata)  # bad metadata: nothing stored
+        rows, by, fingerprint, count = self._annotation_rows(how, sel)
+        if not rows:
+            return None, 0
+        ann = book.write(meta, rows, by, fingerprint)
+        known = self._annotations
+        if known is None:
+            self._annotations = (ann,)
+        elif known is not _UNLOADED:
+            self._annotations = (*known, ann)  # ids only grow within a process
+        return ann.id, count
+
+    def _annotation_rows(self, how: str, sel: Any) -> tuple[RowSet, str, Any, int]:
+        """The selected rows as a row set: of labels on an integer index, else of positions."""
+        index = self.data.index
+        n = len(index)
+        if _by_label(index):
+            if isinstance(index, pd.RangeIndex) and index.step == 1 and how != "labels":
+                start = index.start
+                if how == "mask":
+                    rows = row_sets.from_mask(sel, start)
+                else:
+                    a, b, step = sel.indices(n)
+                    if step == 1:
+                        rows = row_sets.from_ranges([start + a], [start + b]) if a < b else row_sets.empty()
+                    else:
+                        rows = row_sets.from_sorted(np.sort(np.arange(a, b, step)) + start)
+            else:
+                if how == "labels":
+                    ids = np.array(sel, dtype=np.int64)
+                else:
+                    ids = index.to_numpy()[sel].astype(np.int64)
+                rows = row_sets.from_sorted(np.unique(ids))
+            return rows, BY_LABEL, None, len(rows)
+        # By position: every row with a selected label, so that duplicated labels share context.
+        if how == "labels":
+            pos = self._label_positions(sel)
+            count = len(sel)
+            if index.is_unique:
+                rows = row_sets.from_sorted(np.unique(pos))
+            else:
+                rows = row_sets.from_mask(index.isin(index[pos]))
+        else:
+            if index.is_unique:
+                if how == "mask":
+                    rows = row_sets.from_mask(sel)
+                else:
+                    a, b, step = sel.indices(n)
+                    if step == 1:
+                        rows = row_sets.from_ranges([a], [b]) if a < b else row_sets.empty()
+                    else:
+                        rows = row_sets.from_sorted(np.sort(np.arange(a, b, step)))
+                count = len(rows)
+            else:
+                selected = index[sel]
+                count = len(selected.unique())
+                rows = row_sets.from_mask(index.isin(selected))
+        return rows, BY_POSITION, self._fingerprint(), count
+
+    def _add_per_row(self, how: str, sel: Any, metadata: Any) -> int:
+        labels = self._labels_of(how, sel)
+        if isinstance(metadata, Mapping):
+            pairs = list(zip(zip(repeat(_ROW), labels), repeat(metadata)))
+        else:
+            values = self._per_row_values(how, sel, labels, metadata)
+            pairs = [((_ROW, lbl), v) for lbl, v in zip(labels, values) if v is not None]
+        if pairs:
+            self._store.set_many(pairs)
+        return len(pairs)
+
+    def _per_row_values(self, how: str, sel: Any, labels: list[Any], metadata: Any) -> list[Any]:
+        if isinstance(metadata, pd.DataFrame):
+            aligned = self._align(metadata, how, sel, labels)
+            records = aligned.to_dict("records")
+            if bool(aligned.isna().to_numpy().any()):
+                records = [{k: v for k, v in r.items() if not _missing(v)} for r in records]
+            return records
+        if isinstance(metadata, pd.Series):
+            return [None if _missing(v) else v for v in self._align(metadata, how, sel, labels).tolist()]
+        if isinstance(metadata, (list, tuple, np.ndarray)):
+            for i, item in enumerate(metadata):
+                if item is not None and not isinstance(item, Mapping):
+                    raise ContextSerializationError(
+                        f"a list of row metadata holds dicts (or None), but item {i} is "
+                        f"{type(item).__name__} {item!r:.60}; for one dict shared by every row pass a dict"
+                    )
+            if len(metadata) != len(labels):
+                raise ContextValueError(
+                    f"{len(metadata)} metadata dicts for {len(labels)} selected rows; a list gives "
+                    "one dict per selected (distinct) row label, in order. For one dict shared by "
+                    "every row pass a dict; for metadata aligned by label pass a Series"
+                )
+            return list(metadata)
+        raise ContextSerializationError(
+            f"row metadata must be a dict, or per row a Series of dicts, a DataFrame or a list of "
+            f"dicts; got {type(metadata).__name__}"
+        )
+
+    def _align(self, meta: Any, how: str, sel: Any, labels: list[Any]) -> Any:
+        """``meta`` (Series or DataFrame) at the selected rows, aligned by label."""
+        index = self.data.index
+        what = type(meta).__name__
+        if how == "labels" and not labels:
+            return meta.iloc[:0]
+        pos = self._positions(how, sel)
+        if meta.index is index or meta.index.equals(index):
+            return meta.iloc[pos]
+        if not meta.index.is_unique:
+            raise ContextKeyError(
+                f"a {what} of row metadata whose index differs from the DataFrame's must have "
+                "unique labels to be aligned with it"
+            )
+        where = meta.index.get_indexer(index[pos])
+        if (where < 0).any():
+            absent = index[pos][where < 0]
+            shown = ", ".join(_show(x) for x in absent[:5]) + (", ..." if len(absent) > 5 else "")
+            raise LabelNotFoundError(
+                f"the {what} of row metadata lacks {len(absent)} of the selected row labels: [{shown}]"
+            )
+        return meta.iloc[where]
 
     def get_row_context(self, rows: Any) -> list[Metadata | None]:
-        """The metadata of each *distinct* selected row label, in order, in one batch.
+        """The context of each *distinct* selected row label, in order, in one batch.
 
         ``rows`` is selected as in :meth:`add_row_context`; a label given
-        twice (or shared by several rows) appears once.
+        twice (or shared by several rows) appears once. Each row's context
+        merges the annotations covering it under its own entry, as
+        :meth:`get_context` does; the annotations are re-read from the store
+        first (one read when none changed).
         """
-        return self._store.get_many([("row", label) for label in self._rows(rows)])
+        labels = self._rows(rows)
+        entries = self._store.get_many(list(zip(repeat(_ROW), labels)))
+        anns = self._load_annotations()
+        return self._merge_rows(anns, labels, entries) if anns else entries
+
+    def remove_row_context(self, rows: Any, *, annotations: bool = False) -> int:
+        """Remove the selected rows' own entries; return how many there were.
+
+        With ``annotations=True`` the rows are also taken out of every
+        annotation that covers them (each affected row set is rewritten; an
+        annotation left without rows is removed), so they have no context left.
+        """
+        how, sel = self._select(rows)
+        labels = self._labels_of(how, sel)
+        removed = self._store.delete_many(list(zip(repeat(_ROW), labels)))
+        if annotations:
+            self._subtract(how, sel, labels)
+        return removed
+
+    def _subtract(self, how: str, sel: Any, labels: list[Any]) -> None:
+        anns = self._load_annotations()
+        if not anns:
+            return
+        book = self._annotations_in_store()
+        by_label: np.ndarray | None = None
+        by_position: np.ndarray | None = None
+        kept: list[Annotation] = []
+        for ann in anns:
+            if ann.by_label:
+                if by_label is None:
+                    ids, valid = _label_ids(labels)
+                    by_label = np.unique(ids[valid])
+                rows = ann.rows.difference(by_label)
+            else:
+                ann.check_index(self._fingerprint())
+                if by_position is None:
+                    index = self.data.index
+                    pos = self._label_positions(labels)
+                    by_position = pos if index.is_unique else np.flatnonzero(index.isin(index[pos]))
+                    by_position = np.unique(by_position).astype(np.int64)
+                rows = ann.rows.difference(by_position)
+            if len(rows) == len(ann.rows):
+                kept.append(ann)
+                continue
+            new = book.rewrite(ann, rows)
+            if new is not None:
+                kept.append(new)
+        self._annotations = tuple(kept) or None
+
+    # ------------------------------------------------------------------ annotations
+
+    def list_annotations(self) -> list[dict[str, Any]]:
+        """Every row annotation, oldest first (re-read from the store).
+
+        Each is a dict: ``id``, ``metadata``, ``rows`` (how many labels or
+        positions it covers), ``by`` (``"label"`` or ``"position"``) and
+        ``created`` (UTC datetime, from the id).
+        """
+        return [ann.info() for ann in self._load_annotations()]
+
+    def remove_annotation(self, annotation_id: str) -> bool:
+        """Remove one annotation (its metadata and row set); return whether it existed."""
+        if not isinstance(annotation_id, str):
+            raise ContextKeyError(f"annotation ids are strings, got {annotation_id!r}")
+        removed = self._annotations_in_store().remove(annotation_id)
+        known = self._annotations
+        if known is not None and known is not _UNLOADED:
+            self._annotations = tuple(a for a in known if a.id != annotation_id) or None
+        return removed
+
+    def refresh_annotations(self) -> None:
+        """Re-read the annotations from the store (to see those other adapters or processes made)."""
+        self._load_annotations()
+
+    def annotation_mask(self, annotation_id: str) -> np.ndarray:
+        """A boolean array over the frame's rows: which rows annotation ``annotation_id`` covers."""
+        for ann in self._load_annotations():
+            if ann.id == annotation_id:
+                return self._coverages((ann,))[0]
+        raise ContextKeyError(f"no row annotation {annotation_id!r}; see list_annotations()")
+
+    def _annotations_in_store(self) -> AnnotationStore:
+        if self._annotation_store is None:
+            self._annotation_store = AnnotationStore(self._store)
+        return self._annotation_store
+
+    def _load_annotations(self) -> tuple[Annotation, ...]:
+        known = self._annotations
+        cached = {a.id: a for a in known} if known else {}
+        anns = self._annotations_in_store().load(cached)
+        self._annotations = anns or None
+        return anns
+
+    def _loaded(self) -> tuple[Annotation, ...]:
+        anns = self._annotations
+        if anns is _UNLOADED:
+            return self._load_annotations()
+        return anns or ()  # type: ignore[no-any-return]
+
+    def _fingerprint(self) -> dict[str, Any]:
+        index = self.data.index
+        if index is not self._fp_index:
+            self._fp = index_fingerprint(index)
+            self._fp_index = index
+        return self._fp
+
+    def _annotated(self, key: Key, default: Any, get: Any) -> Metadata | None:
+        """``get_context`` of a validated ``("row", label)`` key when annotations may exist."""
+        anns = self._loaded()
+        if anns:
+            covering = self._covering(anns, key[1])  # type: ignore[index]
+            if covering:
+                return _merged([a.metadata for a in covering], get(key, None))
+        return get(key, default)  # type: ignore[no-any-return]
+
+    def _covering(self, anns: tuple[Annotation, ...], label: Any) -> list[Annotation]:
+        out = []
+        pos = -1
+        for ann in anns:
+            if ann.by_label:
+                if label in ann.rows:
+                    out.append(ann)
+                continue
+            ann.check_index(self._fingerprint())
+            if pos < 0:
+                loc = self.data.index.get_loc(label)
+                if isinstance(loc, slice):
+                    pos = loc.start
+                elif isinstance(loc, np.ndarray):
+                    pos = int(np.argmax(loc))
+                else:
+                    pos = int(loc)
+            if pos in ann.rows:
+                out.append(ann)
+        return out
+
+    def _coverages(self, anns: tuple[Annotation, ...]) -> list[np.ndarray]:
+        """For each annotation, a boolean array over the frame's rows."""
+        index = self.data.index
+        n = len(index)
+        ids: np.ndarray | None = None
+        valid: np.ndarray | None = None
+        out = []
+        for ann in anns:
+            if not ann.by_label:
+                ann.check_index(self._fingerprint())
+                out.append(ann.rows.to_mask(n))
+            elif isinstance(index, pd.RangeIndex) and index.step == 1:
+                out.append(ann.rows.to_mask(n, index.start))
+            else:
+                if ids is None:
+                    ids, valid = _index_ids(index)
+                out.append(ann.rows.contains(ids) & valid)
+        return out
+
+    def _merge_rows(
+        self, anns: tuple[Annotation, ...], labels: list[Any], entries: list[Metadata | None]
+    ) -> list[Metadata | None]:
+        """``entries`` (per-row, aligned with ``labels``) merged over the annotations covering each."""
+        if not labels:
+            return entries
+        cover = np.zeros((len(labels), len(anns)), dtype=bool)
+        ids: np.ndarray | None = None
+        valid: np.ndarray | None = None
+        pos: np.ndarray | None = None
+        for j, ann in enumerate(anns):
+            if ann.by_label:
+                if ids is None:
+                    ids, valid = _label_ids(labels)
+                cover[:, j] = ann.rows.contains(ids) & valid
+            else:
+                ann.check_index(self._fingerprint())
+                if pos is None:
+                    pos = self._label_positions(labels).astype(np.int64)
+                cover[:, j] = ann.rows.contains(pos)
+        if not cover.any():
+            return entries
+        # One merged base per distinct combination of covering annotations.
+        packed = np.ascontiguousarray(np.packbits(cover, axis=1))
+        codes = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+        combos, which = np.unique(codes, return_inverse=True)
+        bases: list[tuple[dict[str, Any], str | None] | None] = []
+        for combo in combos:
+            bits = np.unpackbits(np.frombuffer(combo.tobytes(), dtype=np.uint8))[: len(anns)]
+            members = np.flatnonzero(bits)
+            if not len(members):
+                bases.append(None)
+                continue
+            base: dict[str, Any] = {}
+            for j in members.tolist():
+                base.update(anns[j].metadata)
+            flat = all(type(v) is not dict and type(v) is not list for v in base.values())
+            bases.append((base, None if flat else dumps_json(base)))
+        out: list[Metadata | None] = []
+        append = out.append
+        for entry, k in zip(entries, which.ravel().tolist()):
+            found = bases[k]
+            if found is None:
+                append(entry)
+                continue
+            merged = found[0].copy() if found[1] is None else loads_json(found[1])
+            if entry is not None:
+                merged.update(entry)
+            append(merged)
+        return out
+
+    # ------------------------------------------------------------------ single keys with annotations
+
+    def has_context(self, key: Key) -> bool:
+        """Whether ``key`` carries metadata (for a row: its own entry or an annotation)."""
+        vkey = self.validate_key(key)
+        if self._annotations is not None and _is_row_key(vkey):
+            anns = self._loaded()
+            if anns and self._covering(anns, vkey[1]):  # type: ignore[index]
+                return True
+        return self._store.exists(vkey)
+
+    def get_context_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
+        """The metadata of each key in order (``None`` where absent), in one batch."""
+        vkeys = self.validate_keys(keys)
+        out = self._store.get_many(vkeys)
+        if self._annotations is None:
+            return out
+        anns = self._loaded()
+        rows = [i for i, k in enumerate(vkeys) if _is_row_key(k)] if anns else []
+        if rows:
+            merged = self._merge_rows(anns, [vkeys[i][1] for i in rows], [out[i] for i in rows])  # type: ignore[index]
+            for i, value in zip(rows, merged):
+                out[i] = value
+        return out
+
+    def clear_context(self, prefix: tuple[Any, ...] | None = None) -> int:
+        """Remove every key of this adapter's namespace (under ``prefix``); return how many.
+
+        ``clear_context(("row",))`` removes the row annotations too (their
+        keys are counted); ``clear_context()`` removes everything.
+        """
+        prefix = check_prefix(prefix)
+        removed = self._store.clear(prefix)
+        if not prefix:
+            self._annotations = None
+        elif prefix == ("row",):
+            removed += self._store.clear(INDEX_KEY)
+            self._annotations = None
+        elif prefix[0] == KIND:
+            self._annotations = _UNLOADED
+        return removed
 
     # ------------------------------------------------------------------ frames
 
@@ -394,15 +870,51 @@ class PandasContextAdapter(BaseContextAdapter):
 
         Rows without context hold missing values; rows sharing a duplicated
         label repeat that label's context. Entries whose label no longer names
-        a row exactly (the index changed since) are left out.
+        a row exactly (the index changed since) are left out. Annotations
+        (re-read from the store first) fill the fields a row's own entry does
+        not have, later annotations winning; a list or dict value of an
+        annotation is one object shared by the cells it fills.
         """
-        return self._context_frame("row", self.data.index, self._row_label)
+        target = self.data.index
+        frame, labels, records = self._context_frame_parts("row", target, self._row_label)
+        anns = self._load_annotations()
+        if not anns:
+            return frame
+        covers = self._coverages(anns)
+        n = len(target)
+        own = _frame(labels, [dict.fromkeys(r, True) for r in records], target) if records else None
+        fields = dict.fromkeys(frame.columns)
+        for ann in anns:
+            fields.update(dict.fromkeys(ann.metadata))
+        out = frame.copy()
+        for name in fields:
+            owners = [(a, c) for a, c in zip(anns, covers) if name in a.metadata]
+            if not owners:
+                continue
+            if name in frame.columns:
+                values = frame[name].to_numpy(dtype=object, copy=True)
+            else:
+                values = np.full(n, np.nan, dtype=object)
+            mine = own[name].notna().to_numpy() if own is not None and name in own.columns else None
+            for ann, cover in owners:  # creation order: later annotations overwrite
+                take = cover if mine is None else cover & ~mine
+                value = ann.metadata[name]
+                if type(value) is dict or type(value) is list:
+                    holder = np.empty(1, dtype=object)
+                    holder[0] = loads_json(dumps_json(value))
+                    values[take] = holder
+                else:
+                    values[take] = value
+            out[name] = pd.Series(values).infer_objects().to_numpy()
+        return out
 
     def column_context_frame(self) -> pd.DataFrame:
         """Column context as a DataFrame indexed by ``df.columns``: one column per field."""
-        return self._context_frame("column", self.data.columns, self._column)
+        return self._context_frame_parts("column", self.data.columns, self._column)[0]
 
-    def _context_frame(self, kind: str, target: pd.Index, validate: Any) -> pd.DataFrame:
+    def _context_frame_parts(
+        self, kind: str, target: pd.Index, validate: Any
+    ) -> tuple[pd.DataFrame, list[Any], list[Metadata]]:
         labels, records = [], []
         for key, value in self._store.items((kind,)):
             if type(key) is tuple and len(key) == 2:
@@ -413,7 +925,7 @@ class PandasContextAdapter(BaseContextAdapter):
             pairs = [(lbl, rec) for lbl, rec in zip(labels, records) if keep(lbl)]
             labels, records = [p[0] for p in pairs], [p[1] for p in pairs]
         try:
-            return _frame(labels, records, target)
+            return _frame(labels, records, target), labels, records
         except ValueError:
             # Stored labels that are distinct keys but equal to pandas (1, 1.0 and True
             # after the index changed) cannot be reindexed: keep the exact ones.
@@ -425,7 +937,67 @@ class PandasContextAdapter(BaseContextAdapter):
                     ok = False
                 if ok:
                     pairs.append((lbl, rec))
-            return _frame([p[0] for p in pairs], [p[1] for p in pairs], target)
+            labels, records = [p[0] for p in pairs], [p[1] for p in pairs]
+            return _frame(labels, records, target), labels, records
+
+
+def _is_row_key(key: Any) -> bool:
+    return type(key) is tuple and len(key) == 2 and key[0] == "row"
+
+
+def _by_label(index: pd.Index) -> bool:
+    """Whether annotations identify this index's rows by label (integers that fit int64)."""
+    dtype = index.dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iu":
+        return False
+    return dtype.kind == "i" or not len(index) or int(index.max()) <= _I64_MAX
+
+
+def _index_ids(index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """The index's labels as int64 ids, and which of them are (int64-sized) integers."""
+    dtype = index.dtype
+    n = len(index)
+    if isinstance(dtype, np.dtype) and dtype.kind == "i":
+        return index.to_numpy().astype(np.int64, copy=False), np.ones(n, dtype=bool)
+    if isinstance(dtype, np.dtype) and dtype.kind == "u":
+        values = index.to_numpy().astype(np.uint64, copy=False)
+        valid = values <= _I64_MAX
+        return np.where(valid, values, 0).astype(np.int64), valid
+    if dtype.kind == "O":
+        return _label_ids(index.tolist())
+    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+
+
+def _label_ids(labels: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as int64 ids, and which of them are integers (only those can be label ids)."""
+    n = len(labels)
+    if set(map(type, labels)) == {int}:
+        try:
+            return np.array(labels, dtype=np.int64), np.ones(n, dtype=bool)
+        except OverflowError:
+            pass
+    valid = np.fromiter((type(x) is int and _I64_MIN <= x <= _I64_MAX for x in labels), bool, n)
+    ids = np.fromiter((x if ok else 0 for x, ok in zip(labels, valid.tolist())), np.int64, n)
+    return ids, valid
+
+
+def _merged(metadata: list[dict[str, Any]], entry: Metadata | None) -> Metadata:
+    """Annotation metadata merged in order, then the row's own entry: a fresh, independent dict."""
+    out: dict[str, Any] = {}
+    for meta in metadata:
+        out.update(meta)
+    if any(type(v) is dict or type(v) is list for v in out.values()):
+        out = loads_json(dumps_json(out))
+    if entry is not None:
+        out.update(entry)
+    return out
+
+
+def _missing(value: Any) -> bool:
+    """A missing value in per-row metadata (``None``, NaN, ``pd.NA``, ``NaT``)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return type(value) is float and value != value
 
 
 def _frame(labels: list[Any], records: list[Metadata], target: pd.Index) -> pd.DataFrame:
@@ -473,9 +1045,7 @@ def _stale_label_filter(labels: list[Any], target: pd.Index) -> Any:
 def _label_index(labels: list[Any], target: pd.Index) -> pd.Index:
     """Stored labels as an index that ``reindex`` can match against ``target``."""
     if isinstance(target, pd.MultiIndex):
-        return pd.MultiIndex.from_tuples(labels, names=target.names) if labels else (
-            target[:0]
-        )
+        return pd.MultiIndex.from_tuples(labels, names=target.names) if labels else (target[:0])
     if not labels:
         return target[:0]
     if target.dtype.kind in "iufbM":
@@ -493,8 +1063,7 @@ def _boolean_mask(rows: Any, index: pd.Index) -> np.ndarray | None:
             return None
         if bool(np.asarray(pd.isna(rows)).any()):
             raise ContextKeyError(
-                "a boolean row mask cannot hold missing values; fill them first, "
-                "e.g. mask.fillna(False)"
+                "a boolean row mask cannot hold missing values; fill them first, e.g. mask.fillna(False)"
             )
         if isinstance(rows, pd.Series) and not rows.index.equals(index):
             # Align by label, as df.loc[mask] does.
