@@ -29,6 +29,7 @@ import multiprocessing
 import time
 from array import array
 from collections.abc import Sequence
+from contextlib import ExitStack
 from threading import BrokenBarrierError
 from typing import Any
 
@@ -172,10 +173,13 @@ def run_multiprocess_bench(
     batch_size: int = BATCH_SIZE,
     workdir: str | None = None,
     timeout: float = 3600.0,
+    target: Any = None,
 ) -> dict[str, Any]:
     """Run ``processes`` workers on one shared store of kind ``store``; return the measurements.
 
     ``num_ops`` is per process (each adds then gets its own ``num_ops`` rows).
+    ``target``: a store to share instead of a fresh one of kind ``store``
+    (it must pickle by configuration; it is neither cleared nor closed).
     Raises ``RuntimeError`` with the workers' errors when one fails.
     """
     if processes < 1:
@@ -187,7 +191,9 @@ def run_multiprocess_bench(
     rows = max(rows, processes * num_ops)
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(processes + 1), ctx.Queue()
-    with open_target(store, url, workdir) as target:
+    with ExitStack() as stack:
+        if target is None:
+            target = stack.enter_context(open_target(store, url, workdir))
         workers = [
             ctx.Process(
                 target=_worker,
