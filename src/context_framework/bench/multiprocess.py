@@ -214,6 +214,8 @@ def run_multiprocess_bench(
             failed = "a worker failed or timed out"
         reports = _collect(queue, workers, timeout=60.0 if failed else timeout)
     errors = [f"process {r[0]}: {r[1]}" for r in reports if r[1]]
+    # A worker that failed breaks the barrier for the others: show the cause, not the echoes.
+    errors = [e for e in errors if "BrokenBarrierError" not in e] or errors
     if failed or errors or len(reports) < processes:
         raise RuntimeError(
             f"{LABELS[store]} with {processes} processes: "
