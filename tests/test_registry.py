@@ -263,3 +263,37 @@ def test_entry_points_via_monkeypatched_metadata(monkeypatch: pytest.MonkeyPatch
     assert type(open_store("fake://")).__name__ == "DummyStore"
     available_schemes()
     assert calls == [ENTRY_POINT_GROUP]  # loaded once
+
+
+# --------------------------------------------------------------------------- wrapper layers by URL
+
+
+def test_buffered_prefix_and_options_stack_a_buffer(tmp_path: Any) -> None:
+    from context_framework.wrappers import BufferedStore
+
+    store = open_store("buffered+memory://")
+    assert isinstance(store, BufferedStore) and store.max_items == 1000
+    store.close()
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}?buffer=5&flush_interval=0.5&namespace=n")
+    assert isinstance(store, BufferedStore)
+    assert (store.max_items, store.flush_interval, store.namespace) == (5, 0.5, "n")
+    store.close()
+    store = open_store("memory://", buffer=7)  # keyword options too
+    assert isinstance(store, BufferedStore) and store.max_items == 7
+    store.close()
+    assert type(open_store("memory://?buffer=0")).__name__ == "InMemoryContextStore"
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("buffered+buffered+memory://", "appears twice"),
+        ("memory://?buffer=lots", "not a valid int"),
+        ("memory://?buffer=-1", "must be >= 0"),
+        ("memory://?flush_interval=0", "flush_interval must be a positive"),
+        ("buffered+nosuch://", "no store is registered for URL scheme 'nosuch'"),
+    ],
+)
+def test_bad_wrapper_urls(url: str, match: str) -> None:
+    with pytest.raises(ContextConfigurationError, match=match):
+        open_store(url)
