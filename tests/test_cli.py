@@ -304,12 +304,12 @@ def test_bench_plot_is_a_png(tmp_path: Path) -> None:
 
 
 def test_bench_annotation_section(tmp_path: Path) -> None:
-    """Given a row count, the annotation run reports time and memory (or says it is unavailable)."""
+    """Given a row count, the annotation run reports time and peak memory per store."""
     doc = _bench_json(tmp_path, "--stores", "memory,sqlite", "--annotate-rows", "1000", "--no-table")
     assert [r["backend"] for r in doc["annotations"]] == ["memory", "sqlite"]
     for run in doc["annotations"]:
         assert run["rows"] == 1000
-        assert "unavailable" in run or (run["seconds"] > 0 and "error" not in run)
+        assert "error" not in run and run["seconds"] >= 0 and run["peak_mib"] >= 0
 
 
 @pytest.mark.parametrize(
@@ -341,3 +341,14 @@ def test_bench_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--modes", "--processes", "--sweep", "--annotate-rows", "--shards", "--plot", "--progress"):
         assert flag in out
+
+
+@pytest.mark.servers
+def test_bench_shards_section(tmp_path: Path) -> None:
+    """--shards starts three throwaway Redis servers and runs the sharding benchmark on them."""
+    doc = _bench_json(tmp_path, "--stores", "memory", "--no-table", "--shards")
+    report = doc["sharding"]
+    if "unavailable" in report:
+        pytest.skip(report["unavailable"])
+    assert report["keys"] == 300 and len(report["servers"]) == 3
+    assert report["single"]["overall"] > 0 and report["sharded"]["overall"] > 0

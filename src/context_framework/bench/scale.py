@@ -1,10 +1,12 @@
 """``ctx bench --annotate-rows`` and ``--shards``: the large runs, wired to their benchmarks.
 
-* Annotation (:func:`run_annotations`): one metadata dict over ``rows`` rows
-  on the in-memory and SQLite stores, and per-row metadata for up to
-  1,000,000 rows on Redis and PostgreSQL, each measured by
-  :func:`context_framework.bench.annotations.run_annotation_bench` (time
-  and peak memory, in a subprocess).
+* Annotation (:func:`run_annotations`): one metadata dict over all ``rows``
+  rows (``add_row_context(slice(None), ...)``) on the in-memory and SQLite
+  stores, and per-row metadata for up to 1,000,000 rows on Redis and
+  PostgreSQL, each measured by
+  :func:`context_framework.bench.annotations.run_annotation_bench` in a fresh
+  subprocess: the add time (``flush()`` included) and the growth of the peak
+  RSS over the RSS once the inputs are built.
 * Sharding (:func:`run_shards`): :func:`context_framework.bench.sharding.run_sharding_bench`,
   three Redis servers against one.
 
@@ -36,13 +38,6 @@ ANNOTATION_ROWS = 10_000_000
 PER_ROW_LIMIT = 1_000_000
 #: Which stores the annotation run covers, and how: one dict over the rows, or one per row.
 ANNOTATION_STORES = {"memory": False, "sqlite": False, "redis": True, "postgres": True}
-
-
-def _first(result: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if result.get(name) is not None:
-            return result[name]
-    return None
 
 
 def _annotation_url(store: str, urls: Mapping[str, str], workdir: str) -> tuple[str, Callable[[], None]]:
@@ -115,13 +110,14 @@ def run_annotations(
         url, cleanup = _annotation_url(store, urls, workdir)
         entry: dict[str, Any] = {"label": LABELS[store], "backend": store, "rows": n, "what": what}
         try:
-            raw = run_annotation_bench(url, rows=n, per_row=per_row)
+            raw = run_annotation_bench(url, rows=n, per_row=per_row, mask="slice")
         except Exception as exc:
             notes.append(f"annotation run on {store}: failed ({type(exc).__name__}: {exc})")
             entry["error"] = f"{type(exc).__name__}: {exc}"
         else:
-            entry["seconds"] = _first(raw, "seconds", "elapsed", "time", "wall_seconds")
-            entry["peak_mib"] = _first(raw, "peak_mib", "peak_memory_mib", "peak_rss_mib", "max_rss_mib")
+            entry["seconds"] = raw.get("add_seconds")
+            entry["peak_mib"] = raw.get("peak_rss_mib")
+            entry["tracemalloc_mib"] = raw.get("tracemalloc_peak_mib")
             entry["result"] = raw
         finally:
             cleanup()
@@ -132,19 +128,23 @@ def run_annotations(
 def format_annotations(results: list[dict[str, Any]]) -> str:
     from .spec_benchmark import _grid
 
-    rows = [("Store", "Rows", "Metadata", "Seconds", "Peak MiB")]
+    def number(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows = [("Store", "Rows", "Metadata", "Seconds", "Peak RSS MiB", "tracemalloc peak MiB")]
     for r in results:
         if "unavailable" in r or "error" in r:
-            rows.append((r["label"], f"{r.get('rows', 0):,}", r.get("what", "-"), "unavailable", "-"))
+            why = "unavailable" if "unavailable" in r else "failed"
+            rows.append((r["label"], f"{r.get('rows', 0):,}", r.get("what", "-"), why, "-", "-"))
             continue
-        seconds, mib = r.get("seconds"), r.get("peak_mib")
         rows.append(
             (
                 r["label"],
                 f"{r['rows']:,}",
                 r["what"],
-                "-" if seconds is None else f"{seconds:,.2f}",
-                "-" if mib is None else f"{mib:,.0f}",
+                number(r.get("seconds"), ",.2f" if (r.get("seconds") or 0) >= 1 else ".4f"),
+                number(r.get("peak_mib"), ",.1f"),
+                number(r.get("tracemalloc_mib"), ",.1f"),
             )
         )
     return _grid(rows)
@@ -184,8 +184,10 @@ def run_shards(
 
 
 def format_sharding(result: Mapping[str, Any]) -> str:
-    if "unavailable" in result or "error" in result:
-        return f"unavailable ({result.get('unavailable') or result.get('error')})"
+    if "unavailable" in result:
+        return f"unavailable ({result['unavailable']})"
+    if "error" in result:
+        return f"failed ({result['error']})"
     from .sharding import format_report
 
     return format_report(dict(result))
