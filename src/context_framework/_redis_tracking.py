@@ -14,17 +14,26 @@ subscription and its messages, so there is one thing to watch for loss
 separately, and RESP2 cannot report a broken redirection). The same
 connection also answers ``MGET`` for :meth:`InvalidationListener.fetch`
 (reads never change BCAST tracking), and replies arrive in order with the
-invalidations, which the cache relies on (a reply always reflects every
-write whose invalidation came before it).
+invalidations, which the cache relies on: a reply reflects every write
+whose invalidation came before it, and the sink sees them in that order.
+
+The connection is opened (HELLO 3, AUTH, SELECT, TLS) by redis-py; after
+that the thread owns the socket and parses it with a ``hiredis.Reader``
+directly, pipelining its requests: under a flood of invalidations (the
+echoes of a write loop) it wakes at most every ``_COALESCE`` seconds and
+handles what arrived in one go, because one wake-up and a few redis-py
+calls per message would fight the writing thread for the GIL. An isolated
+message is handled as soon as it arrives.
 
 Lifecycle: the subscription is made synchronously by :meth:`start` (so a
 cache knows at once whether it may cache), then kept by the thread. A lost
-connection (error, EOF, or no answer to the ``PING`` sent after ``heartbeat``
-idle seconds) calls ``sink.tracking_lost()`` and reconnects with
-exponential backoff; ``sink.tracking_started()`` is called only once the
-server has confirmed ``CLIENT TRACKING ON``. :meth:`close` wakes the thread
-through a pipe and joins it. After ``fork()`` the child's copy is dead: it
-never touches the parent's socket or thread (the owner makes a new one).
+connection (error, EOF, or no reply within ``reply_timeout`` to a request
+or to the ``PING`` sent after ``heartbeat`` idle seconds) calls
+``sink.tracking_lost()`` and reconnects with exponential backoff;
+``sink.tracking_started()`` is called only once the server has confirmed
+``CLIENT TRACKING ON``. :meth:`close` wakes the thread through a pipe and
+joins it. After ``fork()`` the child's copy is dead: it never touches the
+parent's socket or thread (the owner makes a new one).
 """
 
 from __future__ import annotations
@@ -34,11 +43,22 @@ import os
 import random
 import select
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-__all__ = ["InvalidationListener", "InvalidationSink"]
+hiredis: Any
+try:
+    import hiredis
+
+    _PushNotification: Any = getattr(hiredis, "PushNotification", None)
+except ImportError:  # pragma: no cover - the redis extra installs hiredis
+    hiredis = None
+    _PushNotification = None
+
+__all__ = ["InvalidationListener", "InvalidationSink", "available"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +66,15 @@ log = logging.getLogger(__name__)
 _FETCH_CHUNK = 1000
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 2.0
-_PUSH = object()  # what the parser returns for a push message we handled
+#: Under a flood, seconds between two rounds of message handling.
+_COALESCE = 0.001
+_READ_SIZE = 1 << 16
+_PING: tuple[Any, ...] = ("PING",)
+
+
+def available() -> bool:
+    """Whether tracking can run here (it needs hiredis >= 3.2, which tells pushes from replies)."""
+    return _PushNotification is not None
 
 
 class InvalidationSink(Protocol):
@@ -66,7 +94,7 @@ class InvalidationSink(Protocol):
 
 
 class _Broken(Exception):
-    """Internal: the connection is out of step or the sink failed: start over."""
+    """Internal: the connection failed, is out of step, or the sink failed: start over."""
 
 
 class InvalidationListener:
@@ -78,6 +106,8 @@ class InvalidationListener:
         sink: receives the events; held weakly (the thread stops once it is gone).
         address: where the server is, for log messages.
         heartbeat: idle seconds before a ``PING`` checks the connection.
+        reply_timeout: seconds a request may wait for its reply before the
+            connection is considered lost.
     """
 
     def __init__(
@@ -88,10 +118,14 @@ class InvalidationListener:
         *,
         address: str = "redis",
         heartbeat: float = 1.0,
+        reply_timeout: float = 10.0,
     ) -> None:
+        if not available():
+            raise RuntimeError("Redis invalidation tracking needs hiredis >= 3.2")
         self.prefix = prefix
         self.address = address
         self.heartbeat = heartbeat
+        self.reply_timeout = reply_timeout
         self._connect_fn = connect
         self._sink = weakref.ref(sink)
         self._lock = threading.Lock()
@@ -131,8 +165,8 @@ class InvalidationListener:
         """Ask for the current values of ``keys``: ``sink.fetched`` gets them (thread-safe)."""
         with self._lock:
             self._pending.update(dict.fromkeys(keys))
-            if self._signalled or not self._pending:
-                return
+            if self._signalled or not self._pending or threading.current_thread() is self._thread:
+                return  # the thread itself (a sink callback) sends them on its next round
             self._signalled = True
         self._wake()
 
@@ -147,12 +181,14 @@ class InvalidationListener:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        if thread is not None and thread.is_alive():
+            return  # it exits (and cleans up) at its next wake-up
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.disconnect()
-        if thread is not None and thread.is_alive():
-            return  # it exits at its next wake-up; leave it the pipe
         self._close_pipe()
+
+    # ------------------------------------------------------------------ the wake-up pipe
 
     def _close_pipe(self) -> None:
         _live.discard(self)
@@ -165,8 +201,6 @@ class InvalidationListener:
                     os.close(fd)
                 except OSError:
                     pass
-
-    # ------------------------------------------------------------------ the thread
 
     def _wake(self) -> None:
         with self._lock:  # never write to a closed pipe's number: it may belong to someone else now
@@ -189,18 +223,26 @@ class InvalidationListener:
         except OSError:
             pass
 
+    # ------------------------------------------------------------------ the thread
+
     def _subscribe(self) -> Any:
+        """A connection with tracking on (redis-py did the handshake; we own the socket now)."""
         conn = self._connect_fn()
         try:
-            parser = conn._parser
-            parser.set_invalidation_push_handler(self._on_push)
-            parser.set_pubsub_push_handler(lambda message: _PUSH)
-            args: list[Any] = ["CLIENT", "TRACKING", "ON", "BCAST"]
+            conn._cf_reader = reader = hiredis.Reader()
+            args: tuple[Any, ...] = ("CLIENT", "TRACKING", "ON", "BCAST")
             if self.prefix:
-                args += ["PREFIX", self.prefix]
-            conn.send_command(*args)
-            reply = self._read_reply(conn)
-            if reply not in (b"OK", "OK"):
+                args += ("PREFIX", self.prefix)
+            conn._sock.sendall(hiredis.pack_command(args))
+            while True:
+                reply = reader.gets()
+                if reply is not False:
+                    break
+                data = conn._sock.recv(_READ_SIZE)  # the socket timeout bounds the wait
+                if not data:
+                    raise _Broken("the server closed the connection")
+                reader.feed(data)
+            if reply != b"OK":
                 raise _Broken(f"CLIENT TRACKING replied {reply!r}")
         except BaseException:
             conn.disconnect()
@@ -218,9 +260,8 @@ class InvalidationListener:
                     failures += 1
                     if failures == 1 or failures % 20 == 0:
                         log.warning("client tracking on %s: reconnecting failed (%s)", self.address, exc)
-                    self._wait(
-                        min(_BACKOFF_CAP, _BACKOFF_BASE * (1 << min(failures, 16))) * random.uniform(0.5, 1)
-                    )
+                    delay = min(_BACKOFF_CAP, _BACKOFF_BASE * (1 << min(failures, 16)))
+                    self._wait(delay * random.uniform(0.5, 1.0))
                     continue
                 if self._stopping:
                     conn.disconnect()
@@ -258,69 +299,95 @@ class InvalidationListener:
             sink.tracking_lost()
 
     def _serve(self, conn: Any) -> None:
+        """Handle messages until the connection fails or :meth:`close` is called."""
+        sock = conn._sock
+        reader = conn._cf_reader
+        buf = bytearray(_READ_SIZE)
+        expect: deque[tuple[Any, float]] = deque()  # requests sent, oldest first
         poller = select.poll()
-        poller.register(conn._sock, select.POLLIN)
+        poller.register(sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
         heartbeat_ms = max(1, int(self.heartbeat * 1000))
+        tls_pending = getattr(sock, "pending", None)
         while not self._stopping:
-            if self._sink() is None:
-                self._stopping = True
-                return
+            handled = self._handle(reader, expect)
             with self._lock:
                 keys = list(self._pending)
                 self._pending.clear()
                 self._signalled = False
+            now = time.monotonic()
             if keys:
-                self._fetch(conn, keys)
-                continue
-            if conn.can_read(0):
-                if self._read_one(conn) is not _PUSH:
-                    raise _Broken("an unexpected reply on the tracking connection")
-                continue
-            events = poller.poll(heartbeat_ms)
+                out = []
+                for i in range(0, len(keys), _FETCH_CHUNK):
+                    chunk = keys[i : i + _FETCH_CHUNK]
+                    out.append(hiredis.pack_command(("MGET", *chunk)))
+                    expect.append((chunk, now))
+                sock.sendall(b"".join(out))
+            if expect and now - expect[0][1] > self.reply_timeout:
+                raise _Broken(f"no reply within {self.reply_timeout} s")
+            if handled:
+                time.sleep(_COALESCE)  # more is probably on its way: take it in one go
+                timeout = 0
+            else:
+                timeout = heartbeat_ms
+            if tls_pending is not None and tls_pending():
+                events = [(sock.fileno(), select.POLLIN)]
+            else:
+                events = poller.poll(timeout)
             if not events:
-                conn.send_command("PING")
-                self._read_reply(conn)
-            elif any(fd == self._wake_r for fd, _ in events):
-                self._drain_pipe()
+                if timeout and not expect:
+                    sock.sendall(hiredis.pack_command(_PING))
+                    expect.append((_PING, time.monotonic()))
+                continue
+            for fd, _ in events:
+                if fd == self._wake_r:
+                    self._drain_pipe()
+                else:
+                    n = sock.recv_into(buf)
+                    if not n:
+                        raise _Broken("the server closed the connection")
+                    reader.feed(buf, 0, n)
 
-    def _fetch(self, conn: Any, keys: list[bytes]) -> None:
-        for i in range(0, len(keys), _FETCH_CHUNK):
-            part = keys[i : i + _FETCH_CHUNK]
-            conn.send_command("MGET", *part)
-            values = self._read_reply(conn)
-            sink = self._sink()
-            if sink is None:
-                return
-            try:
-                sink.fetched(dict(zip(part, values)))
-            except Exception as exc:
-                raise _Broken(f"the cache failed on fetched values: {exc!r}") from exc
-
-    def _read_one(self, conn: Any) -> Any:
-        self._sink_error: BaseException | None = None
-        reply = conn.read_response(push_request=True)
-        if self._sink_error is not None:
-            raise _Broken(f"the cache failed on an invalidation: {self._sink_error!r}")
-        return reply
-
-    def _read_reply(self, conn: Any) -> Any:
-        """The next reply that is not a push message (pushes are handled on the way)."""
-        while True:
-            reply = self._read_one(conn)
-            if reply is not _PUSH:
-                return reply
-
-    def _on_push(self, message: Any) -> Any:
-        """Called by the parser for each ``invalidate`` message."""
+    def _handle(self, reader: Any, expect: deque[tuple[Any, float]]) -> int:
+        """Hand every complete message read so far to the sink, in order; return how many."""
         sink = self._sink()
-        if sink is not None:
-            try:
-                keys = message[1]
-                sink.invalidated(None if keys is None else list(keys))
-            except BaseException as exc:
-                self._sink_error = exc
-        return _PUSH
+        if sink is None:
+            self._stopping = True
+            return 0
+        count = 0
+        keys: list[bytes] = []  # invalidations not yet handed over, merged
+        try:
+            while True:
+                message = reader.gets()
+                if message is False:
+                    break
+                count += 1
+                if type(message) is _PushNotification:
+                    if len(message) == 2 and message[0] == b"invalidate":
+                        if message[1] is None:
+                            keys = []
+                            sink.invalidated(None)
+                        else:
+                            keys += message[1]
+                    continue
+                # A reply: it reflects every write whose invalidation came before it.
+                if keys:
+                    sink.invalidated(keys)
+                    keys = []
+                if not expect:
+                    raise _Broken(f"an unexpected reply on the tracking connection: {message!r:.80}")
+                request, _ = expect.popleft()
+                if isinstance(message, Exception):
+                    raise _Broken(f"Redis replied {message}")
+                if request is not _PING:
+                    sink.fetched(dict(zip(request, message)))
+            if keys:
+                sink.invalidated(keys)
+        except _Broken:
+            raise
+        except Exception as exc:
+            raise _Broken(f"the cache failed on a message: {exc!r}") from exc
+        return count
 
 
 _live: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()

@@ -975,8 +975,12 @@ class RedisContextStore(BaseContextStore):
                 f"{self!r}: invalidation tracking is not supported on Redis Cluster"
             )
         self._check_open()
-        from ._redis_tracking import InvalidationListener
+        from ._redis_tracking import InvalidationListener, available
 
+        if not available():
+            raise ContextConfigurationError(
+                "invalidation tracking needs hiredis >= 3.2: pip install 'context-framework[redis]'"
+            )
         return InvalidationListener(
             self._tracking_connection, self._prefix_bytes, sink, address=self._address(), heartbeat=heartbeat
         )
@@ -994,7 +998,7 @@ class RedisContextStore(BaseContextStore):
             if self._ssl:
                 cls = redis.SSLConnection
                 kwargs.update(self._ssl_options)
-        conn = cls(db=self._db, protocol=3, **kwargs)
+        conn = cls(db=self._db, protocol=3, client_name="context-framework-tracking", **kwargs)
         conn.connect()
         return conn
 

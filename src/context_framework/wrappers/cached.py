@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
 import weakref
 from collections import deque
@@ -66,6 +67,7 @@ __all__ = ["CacheInfo", "CachedStore"]
 
 _STRIPES = 256
 _MASK = _STRIPES - 1
+_DROP = object()  # "forget this entry" for _finish_one
 
 
 class CacheInfo(NamedTuple):
@@ -105,6 +107,25 @@ def _same(entry_value: Any, raw: bytes | None) -> bool:
         return False
     # Same fields in another order (e.g. merged by a Lua script): compare type-exactly.
     return bool(json.dumps(mine, sort_keys=True) == json.dumps(theirs, sort_keys=True))
+
+
+def _str_int_key(encoded: bytes) -> tuple[str, int] | None:
+    """Decode the common ``(ascii str, int)`` key shape (``("row", 7)``) fast; None for any other."""
+    if len(encoded) < 4 or encoded[0] != 0x01 or encoded[1] != 0x02:
+        return None
+    end = encoded.find(0, 2)
+    if end < 0 or end + 2 > len(encoded):
+        return None
+    n = encoded[end + 1] - 0x14  # int codes 0x0C..0x1C: magnitude of |n| bytes, sign of n
+    if not -8 <= n <= 8 or len(encoded) != end + 2 + abs(n):
+        return None
+    text = encoded[2:end]
+    if not text.isascii():
+        return None
+    value = int.from_bytes(encoded[end + 2 :], "big")
+    if n < 0:
+        value -= (1 << (8 * -n)) - 1
+    return sys.intern(text.decode("ascii")), value
 
 
 class _Cache:
@@ -227,7 +248,8 @@ class _Cache:
             space = self.by_tag.get(rest[: end + 1])
             if space is None:
                 return None
-            return space, _canonical(decode_key(rest[end + 1 :]))
+            encoded = rest[end + 1 :]
+            return space, _str_int_key(encoded) or _canonical(decode_key(encoded))
         except Exception:
             return None
 
@@ -341,6 +363,12 @@ def _tracked_redis(store: Any) -> Any:
     return layer if isinstance(layer, RedisContextStore) else None
 
 
+def _tracking_available() -> bool:
+    from .._redis_tracking import available
+
+    return available()
+
+
 class CachedStore(WrapperStore):
     """A bounded, in-process read cache over ``inner``; see the module docstring.
 
@@ -386,10 +414,11 @@ class CachedStore(WrapperStore):
         if invalidation is False:
             return
         redis = _tracked_redis(inner)
-        if redis is None or redis._cluster:
+        if redis is None or redis._cluster or not _tracking_available():
             if invalidation:
                 raise ContextConfigurationError(
-                    f"invalidation=True needs a standalone Redis store below the cache, got {inner!r}"
+                    f"invalidation=True needs a standalone Redis store below the cache (and hiredis "
+                    f">= 3.2), got {inner!r}"
                 )
             return
         state.tracked = True
@@ -656,10 +685,21 @@ class CachedStore(WrapperStore):
         self._write_one(ckey, None, value)
 
     def _write_one(self, ckey: Any, key: Any, value: Mapping[str, Any]) -> None:
-        self._check_open()
-        entry = self._value(value)
-        keys = [ckey]
-        token = self._begin(keys)
+        """``set`` of one key (``key`` None: hand ``ckey`` to the inner store's fast path)."""
+        if self._closed:
+            raise self._closed_error()
+        entry = _fast_entry(value, self._fast_len)
+        if entry is None:
+            entry = _freeze(prepare_value(value, self.max_value_size))
+        st = self._state
+        if st.restart_pending:
+            st.restart()
+        h = hash(ckey) & _MASK
+        with st.lock:
+            st.ver[h] += 1
+            st.busy[h] += 1
+            start = st.ver[h]
+            epoch = st.epoch
         try:
             if key is not None:
                 self.inner.set(key, value)
@@ -668,9 +708,30 @@ class CachedStore(WrapperStore):
             else:
                 self.inner.set(_original(ckey), value)
         except BaseException:
-            self._finish(token, keys, None)
+            self._finish_one(h, epoch, start, ckey, _DROP)
             raise
-        self._finish(token, keys, [entry])
+        self._finish_one(h, epoch, start, ckey, entry)
+
+    def _finish_one(self, h: int, epoch: int, start: int, ckey: Any, value: Any) -> None:
+        """:meth:`_finish` for one key (``value`` ``_DROP``: drop the entry)."""
+        st = self._state
+        raw = None
+        with st.lock:
+            busy = st.busy[h] - 1
+            st.busy[h] = busy
+            clean = epoch == st.epoch and start == st.ver[h] and busy == 0
+            st.ver[h] += 1
+            if value is _DROP or not st.enabled:
+                st.remove(self._data, ckey)
+            elif clean:
+                st.put(self._data, ckey, value, True)
+            elif st.listener is not None:
+                st.put(self._data, ckey, value, True)
+                raw = st.want(self._data, self._tag, ckey)
+            else:
+                st.remove(self._data, ckey)
+        if raw is not None:
+            st.request([raw])
 
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
