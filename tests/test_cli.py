@@ -306,7 +306,8 @@ def test_bench_plot_is_a_png(tmp_path: Path) -> None:
 def test_bench_annotation_section(tmp_path: Path) -> None:
     """Given a row count, the annotation run reports time and peak memory per store."""
     doc = _bench_json(tmp_path, "--stores", "memory,sqlite", "--annotate-rows", "1000", "--no-table")
-    assert [r["backend"] for r in doc["annotations"]] == ["memory", "sqlite"]
+    runs = [(r["backend"], r["mask"]) for r in doc["annotations"]]
+    assert runs == [("memory", "slice"), ("memory", "random"), ("sqlite", "slice"), ("sqlite", "random")]
     for run in doc["annotations"]:
         assert run["rows"] == 1000
         assert "error" not in run and run["seconds"] >= 0 and run["peak_mib"] >= 0

@@ -186,7 +186,7 @@ def _seconds_panel(ax: Any, runs: Sequence[tuple[str, float, str]], title: str) 
     bars = ax.barh(range(len(runs)), [s for _, s, _ in runs], height=0.55, color="#8172B3")
     for rect, (_, seconds, extra) in zip(bars, runs):
         ax.annotate(
-            f"{seconds:,.2f} s{extra}" if seconds else extra.lstrip(", "),
+            f"{_duration(seconds)}{extra}" if seconds else extra.lstrip(", "),
             (rect.get_width(), rect.get_y() + rect.get_height() / 2),
             xytext=(4, 0),
             textcoords="offset points",
@@ -202,6 +202,10 @@ def _seconds_panel(ax: Any, runs: Sequence[tuple[str, float, str]], title: str) 
     ax.grid(axis="x", alpha=0.3)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:,.2f} s" if seconds >= 1 else f"{seconds * 1000:.3g} ms"
+
+
 def _annotation_runs(doc: Mapping[str, Any]) -> list[tuple[str, float, str]]:
     runs = []
     for r in doc.get("annotations") or []:
@@ -210,7 +214,7 @@ def _annotation_runs(doc: Mapping[str, Any]) -> list[tuple[str, float, str]]:
             runs.append((f"{r['label']}\n{r.get('rows', 0):,} rows, {r.get('what', '')}", 0.0, f", {why}"))
             continue
         mib = r.get("peak_mib")
-        extra = f", peak {mib:,.0f} MiB" if mib is not None else ""
+        extra = f", peak RSS +{mib:,.1f} MiB" if mib is not None else ""
         runs.append((f"{r['label']}\n{r['rows']:,} rows, {r['what']}", float(r["seconds"]), extra))
     return runs
 
@@ -242,7 +246,7 @@ def plot_results(doc: Mapping[str, Any], path: str) -> str:
         panels.append((1.0, lambda ax: _processes_panel(ax, doc["processes"])))
     annotations = _annotation_runs(doc)
     if annotations:
-        title = "Annotation runs: time (and peak memory), measured in a subprocess"
+        title = "Annotation runs: add_row_context time (flush included) and peak RSS growth, in a subprocess"
         panels.append((0.3 + 0.15 * len(annotations), lambda ax: _seconds_panel(ax, annotations, title)))
     sharding = doc.get("sharding") or {}
     if "single" in sharding:

@@ -181,10 +181,9 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
         if options.sweep:
             doc["sweep"] = _sweep(options, stores, urls, workdir, notes, progress)
         if options.annotate_rows:
-            from .scale import ANNOTATION_STORES, run_annotations
+            from .scale import annotation_cases, run_annotations
 
-            count = sum(1 for s in ANNOTATION_STORES if s in stores)
-            with progress.task("annotation", count) as task:
+            with progress.task("annotation", len(annotation_cases(stores, urls))) as task:
                 doc["annotations"] = run_annotations(
                     stores, urls, options.annotate_rows, workdir=workdir, notes=notes, step=task.step
                 )

@@ -1,8 +1,9 @@
 """``ctx bench --annotate-rows`` and ``--shards``: the large runs, wired to their benchmarks.
 
-* Annotation (:func:`run_annotations`): one metadata dict over all ``rows``
-  rows (``add_row_context(slice(None), ...)``) on the in-memory and SQLite
-  stores, and per-row metadata for up to 1,000,000 rows on Redis and
+* Annotation (:func:`run_annotations`): one metadata dict over ``rows``
+  rows on the in-memory and SQLite stores, for all rows
+  (``add_row_context(slice(None), ...)``) and for a random half (a boolean
+  mask), and per-row metadata for up to 1,000,000 rows on Redis and
   PostgreSQL, each measured by
   :func:`context_framework.bench.annotations.run_annotation_bench` in a fresh
   subprocess: the add time (``flush()`` included) and the growth of the peak
@@ -24,8 +25,10 @@ from typing import Any
 from .targets import LABELS, tag
 
 __all__ = [
+    "ANNOTATION_CASES",
     "ANNOTATION_ROWS",
     "PER_ROW_LIMIT",
+    "annotation_cases",
     "format_annotations",
     "format_sharding",
     "run_annotations",
@@ -36,8 +39,20 @@ __all__ = [
 ANNOTATION_ROWS = 10_000_000
 #: Per-row metadata on server stores stops at this many rows.
 PER_ROW_LIMIT = 1_000_000
-#: Which stores the annotation run covers, and how: one dict over the rows, or one per row.
-ANNOTATION_STORES = {"memory": False, "sqlite": False, "redis": True, "postgres": True}
+#: The annotation cases: (store, per-row metadata?, selection, what it is).
+ANNOTATION_CASES = (
+    ("memory", False, "slice", "one dict, all rows (slice)"),
+    ("memory", False, "random", "one dict, random half (mask)"),
+    ("sqlite", False, "slice", "one dict, all rows (slice)"),
+    ("sqlite", False, "random", "one dict, random half (mask)"),
+    ("redis", True, "slice", "one dict per row"),
+    ("postgres", True, "slice", "one dict per row"),
+)
+
+
+def annotation_cases(stores: tuple[str, ...], urls: Mapping[str, str]) -> list[tuple[str, bool, str, str]]:
+    """The cases that run for these stores (server stores only when their server answered)."""
+    return [c for c in ANNOTATION_CASES if c[0] in stores and (c[0] in ("memory", "sqlite") or c[0] in urls)]
 
 
 def _annotation_url(store: str, urls: Mapping[str, str], workdir: str) -> tuple[str, Callable[[], None]]:
@@ -83,36 +98,35 @@ def run_annotations(
     step: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Annotation runs for the chosen stores that have one; failures and absences go to ``notes``."""
-    chosen = [s for s in ANNOTATION_STORES if s in stores and (s in ("memory", "sqlite") or s in urls)]
-    if not chosen:
+    cases = annotation_cases(stores, urls)
+    if not cases:
         return []
+    bench: Callable[..., dict[str, Any]] | None = None
     try:
-        from .annotations import run_annotation_bench
+        from .annotations import run_annotation_bench as bench
     except ImportError as exc:
         notes.append(f"annotation run unavailable: {exc}")
-        return [
-            {
-                "label": LABELS[s],
-                "backend": s,
-                "rows": min(rows, PER_ROW_LIMIT) if ANNOTATION_STORES[s] else rows,
-                "what": "per-row metadata" if ANNOTATION_STORES[s] else "one dict over all rows",
-                "unavailable": str(exc),
-            }
-            for s in chosen
-        ]
+        reason = str(exc)
     results = []
-    for store in chosen:
-        per_row = ANNOTATION_STORES[store]
+    for store, per_row, mask, what in cases:
         n = min(rows, PER_ROW_LIMIT) if per_row else rows
-        what = "per-row metadata" if per_row else "one dict over all rows"
+        entry: dict[str, Any] = {
+            "label": LABELS[store],
+            "backend": store,
+            "rows": n,
+            "what": what,
+            "mask": mask,
+        }
+        if bench is None:
+            results.append({**entry, "unavailable": reason})
+            continue
         if step:
             step(f"{LABELS[store]}: {what}, {n:,} rows")
         url, cleanup = _annotation_url(store, urls, workdir)
-        entry: dict[str, Any] = {"label": LABELS[store], "backend": store, "rows": n, "what": what}
         try:
-            raw = run_annotation_bench(url, rows=n, per_row=per_row, mask="slice")
+            raw = bench(url, rows=n, per_row=per_row, mask=mask)
         except Exception as exc:
-            notes.append(f"annotation run on {store}: failed ({type(exc).__name__}: {exc})")
+            notes.append(f"annotation run on {store} ({what}): failed ({type(exc).__name__}: {exc})")
             entry["error"] = f"{type(exc).__name__}: {exc}"
         else:
             entry["seconds"] = raw.get("add_seconds")
