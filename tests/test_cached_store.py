@@ -455,7 +455,8 @@ def test_pandas_adapter_spec_loop_hits(redis_url: str, unique_name: str) -> None
 
     prefix = f"{unique_name}:"
     df = pd.DataFrame({"A": range(1000)})
-    adapter = PandasContextAdapter(df, f"{redis_url.partition('?')[0]}?prefix={prefix}", cache=1000)
+    # a cache exactly as large as the loop: the adapter's probes must not push values out
+    adapter = PandasContextAdapter(df, f"{redis_url.partition('?')[0]}?prefix={prefix}", cache=300)
     try:
         store = adapter.context_store
         assert type(store) is CachedStore
@@ -465,7 +466,7 @@ def test_pandas_adapter_spec_loop_hits(redis_url: str, unique_name: str) -> None
         for i in range(300):
             assert adapter.get_context(("row", i)) == {"meta": f"value_{i}"}
         info = store.cache_info()
-        assert info.misses == 0 and info.hits == 300, info
+        assert info.hits == 300 and info.misses <= 1, info  # the adapter may probe one absent key
     finally:
         adapter.close()
         _sweep(redis_url, prefix)
@@ -792,3 +793,36 @@ def test_converges_with_a_concurrent_foreign_writer(tracked: tuple[CachedStore, 
     truth = unwrap(store)
     _settled(store)
     assert _wait_for(lambda: all(store.get(k) == truth.get(k) for k in keys), 5) is not None
+
+
+def test_a_cached_miss_never_evicts_a_value() -> None:
+    """A full cache scanned in order keeps hitting although absent keys are probed on the way."""
+    store = CachedStore(InMemoryContextStore(), max_size=100)
+    for i in range(100):
+        store.set(("row", i), {"i": i})
+    assert store.get(("absent", 1)) is None  # not cached: no room, and it would evict ("row", 0)
+    for i in range(100):
+        assert store.get(("row", i)) == {"i": i}
+    info = store.cache_info()
+    assert (info.hits, info.misses, info.evictions, info.size) == (100, 1, 0, 100)
+    store.delete(("row", 5))  # an own delete on a full cache: the entry becomes a cached miss
+    assert store.get(("row", 5)) is None and store.cache_info().misses == 1
+    store.close()
+
+
+def test_a_scan_of_a_full_cache_does_not_cascade() -> None:
+    """Keys read once into a full cache do not evict the rest (admitted on a second miss)."""
+    inner = InMemoryContextStore()
+    store = CachedStore(inner, max_size=100)
+    for i in range(100):
+        store.set(("row", i), {"i": i})
+    inner.set(("other", 1), {"x": 1})
+    assert store.get(("other", 1)) == {"x": 1}  # first miss on a full cache: not admitted
+    for i in range(100):
+        assert store.get(("row", i)) == {"i": i}
+    assert store.cache_info().hits == 100
+    assert store.get(("other", 1)) == {"x": 1}  # second miss: admitted, one value evicted
+    assert store.get(("other", 1)) == {"x": 1}
+    info = store.cache_info()
+    assert (info.misses, info.evictions, info.size) == (2, 1, 100)
+    store.close()

@@ -12,7 +12,14 @@ kept as JSON text, as in :class:`InMemoryContextStore`, so nothing handed out
 ever aliases the cache). Namespace views share one cache. Eviction is CLOCK
 (second chance): a hit only sets ``referenced``; when full, a hand walks the
 insertion ring, clearing ``referenced`` bits and dropping the first entry
-that has none. ``ttl`` counts from when an entry was stored.
+that has none. Scans must not flush the cache: a value *read* into a full
+cache is only admitted on its second miss (a "doorkeeper" set of recently
+missed key hashes, cleared when it reaches ``max_size``), and a miss (absent
+key) is only cached while there is room. Without this, one extra key read
+during a scan of a full cache evicts the next key the scan will read, which
+then evicts the next, and so on: every read misses. Own writes are always
+admitted.
+``ttl`` counts from when an entry was stored.
 
 Races. A value read from (or written to) ``inner`` is only cached when
 nothing else touched that key meanwhile: 256 stripes (by key hash) each
@@ -138,6 +145,7 @@ class _Cache:
         self.spaces: dict[str, dict[Any, list[Any]]] = {}
         self.by_tag: dict[bytes, dict[Any, list[Any]]] = {}
         self.ring: deque[tuple[dict[Any, list[Any]], Any, list[Any]]] = deque()
+        self.doorkeeper: set[int] = set()  # hashes of keys read once into a full cache
         self.size = 0
         self.epoch = 0
         self.ver = [0] * _STRIPES
@@ -175,6 +183,17 @@ class _Cache:
             entry[3] = own
             return
         if self.size >= self.max_size:
+            if value is None:
+                return  # a cached miss never displaces a cached value
+            if not own:  # a read into a full cache: admitted on its second miss only
+                seen = self.doorkeeper
+                mark = hash(ckey)
+                if mark not in seen:
+                    if len(seen) >= self.max_size:
+                        seen.clear()
+                    seen.add(mark)
+                    return
+                seen.discard(mark)
             self.evict()
         entry = [value, False, expires, own]
         space[ckey] = entry
