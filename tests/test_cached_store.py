@@ -638,6 +638,7 @@ class _PrivateRedis:
             self.proc = None
 
 
+@pytest.mark.servers
 def test_server_down_means_no_caching_until_back(tmp_path: Path) -> None:
     server = _PrivateRedis(tmp_path)
     server.start()
@@ -675,6 +676,7 @@ def test_close_stops_the_listener_thread(redis_url: str, unique_name: str) -> No
     assert all(v.closed for v in views)
 
 
+@pytest.mark.servers
 def test_cluster_falls_back_to_ttl_only(redis_cluster_url: str, unique_name: str) -> None:
     inner = RedisContextStore.from_url(redis_cluster_url, cluster=True, prefix=f"{unique_name}:")
     try:
@@ -826,3 +828,52 @@ def test_a_scan_of_a_full_cache_does_not_cascade() -> None:
     info = store.cache_info()
     assert (info.misses, info.evictions, info.size) == (2, 1, 100)
     store.close()
+
+
+@pytest.mark.slow
+def test_invalidation_delay_distribution(tracked: tuple[CachedStore, str, str], record_property: Any) -> None:
+    """How stale a read can be: 100 writes by another process, the reader polling every 0.2 ms.
+
+    Prints the distribution (run with ``-s``); asserts only that every write was seen.
+    """
+    store, url, prefix = tracked
+    ctx = multiprocessing.get_context("spawn")
+    requests, done = ctx.Queue(), ctx.Queue()
+    writer = ctx.Process(target=_delay_writer, args=(url, prefix, requests, done))
+    writer.start()
+    delays = []
+    try:
+        for value in range(100):
+            store.get(("row", 1))
+            requests.put(value)
+            want = {"v": value}
+            assert _wait_for_fast(lambda want=want: store.get(("row", 1)) == want, 20), value
+            seen = time.time()
+            delays.append((seen - done.get(timeout=20)) * 1000)
+            time.sleep(0.005)
+    finally:
+        requests.put(None)
+        writer.join(20)
+    delays.sort()
+    record_property("invalidation_delay_ms_median", delays[50])
+    print(
+        f"invalidation delay after the writer's SET returned: median {delays[50]:.2f} ms, "
+        f"p90 {delays[89]:.2f} ms, max {delays[-1]:.2f} ms"
+    )
+
+
+def _delay_writer(url: str, prefix: str, requests: Any, done: Any) -> None:
+    store = RedisContextStore.from_url(url, prefix=prefix, namespace="ns")
+    while (value := requests.get()) is not None:
+        store.set(("row", 1), {"v": value})
+        done.put(time.time())
+    store.close()
+
+
+def _wait_for_fast(predicate: Callable[[], Any], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.0002)
+    return False
