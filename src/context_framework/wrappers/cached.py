@@ -165,7 +165,10 @@ class _Cache:
     # ------------------------------------------------------------------ spaces and entries
 
     def space(self, namespace: str) -> tuple[dict[Any, list[Any]], bytes]:
-        tag = encode_namespace(namespace)
+        try:
+            tag = encode_namespace(namespace)
+        except Exception:  # not encodable: no Redis store can hold it, so nothing to track
+            tag = b"\xff" + namespace.encode("utf-8", "surrogatepass")
         with self.lock:
             space = self.spaces.get(namespace)
             if space is None:
