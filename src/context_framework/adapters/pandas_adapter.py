@@ -51,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised without pandas instal
 
     raise MissingDependencyError.for_extra("pandas", "pandas") from exc
 
+from .._gc import gc_paused
 from ..base_store import ContextStore, Metadata, check_prefix
 from ..exceptions import (
     ContextKeyError,
@@ -382,6 +383,9 @@ class PandasContextAdapter(BaseContextAdapter):
         mask = _boolean_mask(rows, index)
         if mask is not None:
             return "mask", mask
+        fast = _int_labels(rows, index)
+        if fast is not None:
+            return "labels", fast
         if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
             labels: list[Any] = [rows]  # one label, as with df.loc[label]
         else:
@@ -494,7 +498,7 @@ class PandasContextAdapter(BaseContextAdapter):
         if known is None:
             self._annotations = (ann,)
         elif known is not _UNLOADED:
-            self._annotations = (*known, ann)  # ids only grow within a process
+            self._annotations = tuple(sorted((*known, ann), key=lambda a: a.id))
         return ann.id, count
 
     def _annotation_rows(self, how: str, sel: Any) -> tuple[RowSet, str, Any, int]:
@@ -517,14 +521,14 @@ class PandasContextAdapter(BaseContextAdapter):
                     ids = np.array(sel, dtype=np.int64)
                 else:
                     ids = index.to_numpy()[sel].astype(np.int64)
-                rows = row_sets.from_sorted(np.unique(ids))
+                rows = row_sets.from_sorted(row_sets.sorted_unique(ids))
             return rows, BY_LABEL, None, len(rows)
         # By position: every row with a selected label, so that duplicated labels share context.
         if how == "labels":
             pos = self._label_positions(sel)
             count = len(sel)
             if index.is_unique:
-                rows = row_sets.from_sorted(np.unique(pos))
+                rows = row_sets.from_sorted(row_sets.sorted_unique(pos))
             else:
                 rows = row_sets.from_mask(index.isin(index[pos]))
         else:
@@ -545,23 +549,23 @@ class PandasContextAdapter(BaseContextAdapter):
         return rows, BY_POSITION, self._fingerprint(), count
 
     def _add_per_row(self, how: str, sel: Any, metadata: Any) -> int:
-        labels = self._labels_of(how, sel)
-        if isinstance(metadata, Mapping):
-            pairs = list(zip(zip(repeat(_ROW), labels), repeat(metadata)))
-        else:
-            values = self._per_row_values(how, sel, labels, metadata)
-            pairs = [((_ROW, lbl), v) for lbl, v in zip(labels, values) if v is not None]
+        with gc_paused():  # millions of acyclic tuples and dicts: no collections meanwhile
+            labels = self._labels_of(how, sel)
+            if isinstance(metadata, Mapping):
+                pairs = list(zip(zip(repeat(_ROW), labels), repeat(metadata)))
+            else:
+                values = self._per_row_values(how, sel, labels, metadata)
+                if None in values:
+                    pairs = [((_ROW, lbl), v) for lbl, v in zip(labels, values) if v is not None]
+                else:
+                    pairs = list(zip(zip(repeat(_ROW), labels), values))
         if pairs:
             self._store.set_many(pairs)
         return len(pairs)
 
     def _per_row_values(self, how: str, sel: Any, labels: list[Any], metadata: Any) -> list[Any]:
         if isinstance(metadata, pd.DataFrame):
-            aligned = self._align(metadata, how, sel, labels)
-            records = aligned.to_dict("records")
-            if bool(aligned.isna().to_numpy().any()):
-                records = [{k: v for k, v in r.items() if not _missing(v)} for r in records]
-            return records
+            return _records(self._align(metadata, how, sel, labels))
         if isinstance(metadata, pd.Series):
             return [None if _missing(v) else v for v in self._align(metadata, how, sel, labels).tolist()]
         if isinstance(metadata, (list, tuple, np.ndarray)):
@@ -646,7 +650,7 @@ class PandasContextAdapter(BaseContextAdapter):
             if ann.by_label:
                 if by_label is None:
                     ids, valid = _label_ids(labels)
-                    by_label = np.unique(ids[valid])
+                    by_label = row_sets.sorted_unique(ids[valid])
                 rows = ann.rows.difference(by_label)
             else:
                 ann.check_index(self._fingerprint())
@@ -654,7 +658,7 @@ class PandasContextAdapter(BaseContextAdapter):
                     index = self.data.index
                     pos = self._label_positions(labels)
                     by_position = pos if index.is_unique else np.flatnonzero(index.isin(index[pos]))
-                    by_position = np.unique(by_position).astype(np.int64)
+                    by_position = row_sets.sorted_unique(by_position)
                 rows = ann.rows.difference(by_position)
             if len(rows) == len(ann.rows):
                 kept.append(ann)
@@ -993,6 +997,18 @@ def _merged(metadata: list[dict[str, Any]], entry: Metadata | None) -> Metadata:
     return out
 
 
+def _records(frame: pd.DataFrame) -> list[Any]:
+    """The rows of ``frame`` as dicts of Python values (missing values left out)."""
+    names = list(frame.columns)
+    columns = [frame.iloc[:, j].tolist() for j in range(len(names))]
+    records: list[Any] = list(map(dict, map(zip, repeat(names), zip(*columns))))
+    if len(records) < len(frame):  # no columns: one empty dict per row
+        records = [{} for _ in range(len(frame))]
+    if bool(frame.isna().to_numpy().any()):
+        records = [{k: v for k, v in r.items() if not _missing(v)} for r in records]
+    return records
+
+
 def _missing(value: Any) -> bool:
     """A missing value in per-row metadata (``None``, NaN, ``pd.NA``, ``NaT``)."""
     if value is None or value is pd.NA or value is pd.NaT:
@@ -1042,12 +1058,18 @@ def _stale_label_filter(labels: list[Any], target: pd.Index) -> Any:
     return lambda label: type(label) is expected
 
 
+def _empty_like(target: pd.Index) -> pd.Index:
+    """An empty index of ``target``'s kind. (``target[:0]`` may inherit a cached
+    ``is_unique=False`` from ``target`` in pandas 2, which makes ``reindex`` refuse it.)"""
+    return target.take(np.empty(0, dtype=np.intp))
+
+
 def _label_index(labels: list[Any], target: pd.Index) -> pd.Index:
     """Stored labels as an index that ``reindex`` can match against ``target``."""
     if isinstance(target, pd.MultiIndex):
-        return pd.MultiIndex.from_tuples(labels, names=target.names) if labels else (target[:0])
+        return pd.MultiIndex.from_tuples(labels, names=target.names) if labels else (_empty_like(target))
     if not labels:
-        return target[:0]
+        return _empty_like(target)
     if target.dtype.kind in "iufbM":
         try:
             return pd.Index(labels, dtype=target.dtype)
@@ -1098,6 +1120,32 @@ def _boolean_mask(rows: Any, index: pd.Index) -> np.ndarray | None:
             f"a boolean row mask must have one entry per row ({len(index)}), got {len(arr)}"
         )
     return arr
+
+
+def _int_labels(rows: Any, index: pd.Index) -> list[Any] | None:
+    """An integer array (or Index, Series) of labels of an integer index, validated at C speed.
+
+    ``None`` when ``rows`` is not such an array or a label is missing (the slow
+    path then names the missing labels).
+    """
+    if not isinstance(rows, (np.ndarray, pd.Index, pd.Series)) or rows.ndim != 1:
+        return None
+    dtype, kind = rows.dtype, index.dtype
+    if not (isinstance(dtype, np.dtype) and isinstance(kind, np.dtype)):
+        return None
+    if dtype.kind not in "iu" or kind.kind not in "iu":
+        return None
+    values = np.asarray(rows)
+    if index.is_unique:
+        found = index.get_indexer(pd.Index(values)) >= 0
+    else:
+        found = np.isin(values, index.to_numpy())
+    if not bool(found.all()):
+        return None
+    labels: list[Any] = values.tolist()
+    if len(pd.unique(values)) != len(values):
+        labels = list(dict.fromkeys(labels))  # ints only: no 1 / 1.0 / True collisions
+    return labels
 
 
 def _distinct(labels: list[Any]) -> list[Any]:

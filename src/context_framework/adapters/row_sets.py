@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RowSet", "decode", "empty", "from_mask", "from_ranges", "from_sorted"]
+__all__ = ["RowSet", "decode", "empty", "from_mask", "from_ranges", "from_sorted", "sorted_unique"]
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -303,16 +303,26 @@ def from_mask(mask: np.ndarray, offset: int = 0) -> RowSet:
     first = int(np.argmax(mask))
     last = len(mask) - 1 - int(np.argmax(mask[::-1]))
     sub = mask[first : last + 1]
-    edges = np.flatnonzero(sub[1:] != sub[:-1]) + 1  # sub starts and ends on True
+    changes = sub[1:] != sub[:-1]
     lo = offset + first
-    form = _choose(count, len(sub), len(edges) // 2 + 1)
+    form = _choose(count, len(sub), int(np.count_nonzero(changes)) // 2 + 1)  # sub starts and ends on True
     if form == "ranges":
+        edges = np.flatnonzero(changes) + 1
         starts = np.concatenate([[0], edges[1::2]]).astype(np.int64) + lo
         stops = np.concatenate([edges[0::2], [len(sub)]]).astype(np.int64) + lo
         return _Ranges(starts, stops)
     if form == "bitmap":
         return _Bitmap(lo, len(sub), np.packbits(sub).tobytes(), count)
     return _Values(np.flatnonzero(sub).astype(np.int64) + lo)
+
+
+def sorted_unique(ids: Any) -> np.ndarray:
+    """``ids`` as sorted, distinct ``int64`` (a sort, skipped when already sorted; no hashing)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        ids = np.sort(ids)
+        ids = ids[np.concatenate([[True], ids[1:] != ids[:-1]])]
+    return ids
 
 
 def from_sorted(values: np.ndarray) -> RowSet:
