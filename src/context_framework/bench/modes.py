@@ -5,8 +5,8 @@
 * **buffered**: the *same, unchanged* loop on
   ``PandasContextAdapter(df, store, buffer=1000, cache=10000)``, i.e. through
   ``CachedStore(BufferedStore(store))``. The add time includes the final
-  ``flush()``: when the clock stops, every write is in the store. Gets are
-  served by the cache, which saw every write.
+  ``flush()``: when the clock stops, every write is in the store. Gets go
+  through the cache, which the writes filled (write-through).
 * **batch**: the same entries through ``add_context_many`` / ``get_context_many``.
 
 Each loop returns ``(add_seconds, get_seconds)``.

@@ -228,7 +228,8 @@ def format_report(doc: dict[str, Any]) -> str:
                 "buffered: the spec's loop, unchanged, through PandasContextAdapter(df, store, "
                 f"buffer={BUFFER}, cache={CACHE}), i.e. CachedStore(BufferedStore(store)). Its add time "
                 "includes the final "
-                "flush(): every write is in the store when the clock stops. Gets are answered by the cache. "
+                "flush(): every write is in the store when the clock stops. Gets go through the cache, which "
+                "the writes filled (write-through). "
                 "Its ratio is to the raw client's per-call loop."
             )
         out += [
