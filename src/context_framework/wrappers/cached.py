@@ -48,6 +48,7 @@ import math
 import os
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -75,6 +76,7 @@ __all__ = ["CacheInfo", "CachedStore"]
 _STRIPES = 256
 _MASK = _STRIPES - 1
 _DROP = object()  # "forget this entry" for _finish_one
+_SLICE = 32  # invalidations handled per lock hold (the listener yields the GIL in between)
 
 
 class CacheInfo(NamedTuple):
@@ -288,44 +290,56 @@ class _Cache:
             self.drop_all()
 
     def invalidated(self, keys: list[bytes] | None) -> None:
-        verify: list[bytes] = []
-        with self.lock:
-            if keys is None:
+        if keys is None:
+            with self.lock:
                 self.invalidations += self.size
                 self.drop_all()
-                return
-            ver = self.ver
-            for raw in keys:
-                found = self.locate(raw)
-                if found is None:
-                    continue
-                space, ckey = found
-                ver[hash(ckey) & _MASK] += 1
-                entry = space.get(ckey)
-                if entry is None:
-                    continue
-                if entry[3]:  # written here: maybe our own echo, check the server's value
-                    self.verifying[raw] = (space, ckey)
-                    verify.append(raw)
-                else:
-                    del space[ckey]
-                    self.size -= 1
-                    self.invalidations += 1
+            return
+        # Decoding needs no lock; the rest is done in slices, letting writers in between.
+        located = [(raw, found) for raw in keys if (found := self.locate(raw)) is not None]
+        verify: list[bytes] = []
+        ver = self.ver
+        for i in range(0, len(located), _SLICE):
+            if i:
+                time.sleep(0)
+            with self.lock:
+                for raw, (space, ckey) in located[i : i + _SLICE]:
+                    ver[hash(ckey) & _MASK] += 1
+                    entry = space.get(ckey)
+                    if entry is None:
+                        continue
+                    if entry[3]:  # written here: maybe our own echo, check the server's value
+                        self.verifying[raw] = (space, ckey)
+                        verify.append(raw)
+                    else:
+                        del space[ckey]
+                        self.size -= 1
+                        self.invalidations += 1
         self.request(verify)
 
     def fetched(self, values: dict[bytes, bytes | None]) -> None:
         with self.lock:
+            checks = []
             for raw, server in values.items():
                 found = self.verifying.pop(raw, None)
-                if found is None:
-                    continue
-                space, ckey = found
-                entry = space.get(ckey)
-                if entry is not None and not _same(entry[0], server):
-                    self.ver[hash(ckey) & _MASK] += 1
-                    del space[ckey]
-                    self.size -= 1
-                    self.invalidations += 1
+                if found is not None:
+                    entry = found[0].get(found[1])
+                    if entry is not None:
+                        checks.append((found, entry, entry[0], server))
+        # Compared without the lock. An entry whose value was replaced meanwhile is left
+        # alone: the write or read that replaced it brings its own check (an echo, or a
+        # verification of its own when an invalidation overlapped it).
+        stale = [(found, entry, mine) for found, entry, mine, server in checks if not _same(mine, server)]
+        for i in range(0, len(stale), _SLICE):
+            if i:
+                time.sleep(0)
+            with self.lock:
+                for (space, ckey), entry, mine in stale[i : i + _SLICE]:
+                    if space.get(ckey) is entry and entry[0] is mine:
+                        self.ver[hash(ckey) & _MASK] += 1
+                        del space[ckey]
+                        self.size -= 1
+                        self.invalidations += 1
 
     # ------------------------------------------------------------------ lifecycle
 
