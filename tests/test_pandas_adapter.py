@@ -36,9 +36,7 @@ from context_framework.adapters.base_adapter import DATASET_KEY
 
 
 def _sqlite_store_cls() -> Any:
-    mod = pytest.importorskip(
-        "context_framework.sqlite_store", reason="sqlite_store is not written yet"
-    )
+    mod = pytest.importorskip("context_framework.sqlite_store", reason="sqlite_store is not written yet")
     return mod.SQLiteContextStore
 
 
@@ -184,8 +182,7 @@ def test_non_store_raises_type_error(df: pd.DataFrame, bad_store: Any) -> None:
 
 
 def test_all_key_kinds_round_trip(adapter: PandasContextAdapter) -> None:
-    keys = [DATASET_KEY, ("column", "A"), ("column", "B"), ("row", 0), ("row", 4),
-            ("row", 3, "column", "B")]
+    keys = [DATASET_KEY, ("column", "A"), ("column", "B"), ("row", 0), ("row", 4), ("row", 3, "column", "B")]
     for i, key in enumerate(keys):
         adapter.add_context(key, {"i": i})
     for i, key in enumerate(keys):
@@ -196,8 +193,7 @@ def test_all_key_kinds_round_trip(adapter: PandasContextAdapter) -> None:
         [("row", 0), ("row", 4), ("row", 3, "column", "B")]
     )
     assert adapter.count_context(("column",)) == 2
-    assert dict(adapter.iter_context(("column",))) == {("column", "A"): {"i": 1},
-                                                       ("column", "B"): {"i": 2}}
+    assert dict(adapter.iter_context(("column",))) == {("column", "A"): {"i": 1}, ("column", "B"): {"i": 2}}
 
 
 def test_add_replaces_and_get_default(adapter: PandasContextAdapter) -> None:
@@ -675,9 +671,7 @@ def test_duplicate_int_labels_unsorted(store: Any) -> None:
 
 @pytest.fixture
 def mi_df() -> pd.DataFrame:
-    index = pd.MultiIndex.from_tuples(
-        [("a", 1), ("a", 2), ("b", 1), ("b", 2)], names=["letter", "number"]
-    )
+    index = pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1), ("b", 2)], names=["letter", "number"])
     return pd.DataFrame({"A": range(4)}, index=index)
 
 
@@ -761,8 +755,12 @@ def test_add_context_many_pairs_and_normalisation(df: pd.DataFrame, store: Any) 
 
 @pytest.mark.parametrize(
     ("bad", "exc"),
-    [(("row", 99), LabelNotFoundError), (("column", "Z"), LabelNotFoundError),
-     (("row", 1.0), LabelNotFoundError), (("colum", "A"), ContextKeyError)],
+    [
+        (("row", 99), LabelNotFoundError),
+        (("column", "Z"), LabelNotFoundError),
+        (("row", 1.0), LabelNotFoundError),
+        (("colum", "A"), ContextKeyError),
+    ],
 )
 def test_add_context_many_validates_all_keys_first(
     df: pd.DataFrame, store: Any, bad: Any, exc: type[Exception]
@@ -949,8 +947,9 @@ def test_wrong_length_mask_raises(adapter: PandasContextAdapter, length: int) ->
     if length:  # an empty list is an empty list of labels, not a mask
         masks.append([True] * length)
     for mask in masks:
-        with unchanged(adapter.context_store), pytest.raises(
-            ContextKeyError, match=rf"one entry per row \(5\), got {length}"
+        with (
+            unchanged(adapter.context_store),
+            pytest.raises(ContextKeyError, match=rf"one entry per row \(5\), got {length}"),
         ):
             adapter.add_row_context(mask, {"x": 1})
         with pytest.raises(ContextKeyError):
@@ -1035,9 +1034,7 @@ def test_non_strict_unencodable_key(df: pd.DataFrame, store: Any) -> None:
 
 
 @pytest.mark.parametrize("per_row", [False, True], ids=["annotation", "per_row"])
-def test_add_row_context_on_datetime_and_multiindex(
-    mi_df: pd.DataFrame, store: Any, per_row: bool
-) -> None:
+def test_add_row_context_on_datetime_and_multiindex(mi_df: pd.DataFrame, store: Any, per_row: bool) -> None:
     idx = pd.date_range("2024-01-01", periods=4, freq="D")
     dt = PandasContextAdapter(pd.DataFrame({"A": range(4)}, index=idx), context_store=store)
     assert dt.add_row_context(slice("2024-01-02", "2024-01-03"), {"w": 1}, per_row=per_row) == 2

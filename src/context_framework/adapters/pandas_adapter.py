@@ -28,11 +28,29 @@ that entry on each of those rows. **MultiIndex rows**: the label is the full
 tuple, ``("row", ("a", 1))``; a partial label (one level only) is refused.
 
 Bulk forms reach the store's batch path: :meth:`add_context_many`,
-:meth:`add_row_context` (one metadata dict for rows given as a list of
-labels, a boolean mask or a label slice as with ``.loc``) and
-:meth:`get_row_context`. :meth:`row_context_frame` and
-:meth:`column_context_frame` give context back as DataFrames aligned with
-the data.
+:meth:`add_row_context` (rows given as a list or array of labels, a boolean
+mask or a label slice as with ``.loc``) and :meth:`get_row_context`.
+:meth:`row_context_frame` and :meth:`column_context_frame` give context back
+as DataFrames aligned with the data.
+
+**Row annotations** (``docs/annotations.md``). ``add_row_context(rows, dict)``
+stores the dict *once*, with a compact set of the rows it covers (sorted
+ranges, a bitmap or sorted values, zlib-compressed, in chunks within
+``max_value_size``; see :mod:`.row_sets` and :mod:`.annotations`): rows by
+label on an integer index, by position (with an index fingerprint) otherwise.
+``per_row=True`` stores one entry per row instead, and per-row metadata (a
+Series or list of dicts, a DataFrame) always does, in one ``set_many``.
+``get_context(("row", label))`` returns the annotations covering the row
+merged in creation order (later ones win per field), then the row's own
+entry on top; ``get_row_context``, ``get_context_many``, ``has_context`` and
+``row_context_frame`` agree with it. Writes of the row's own entry
+(``add_context``, ``update_context``, ``remove_context``...) touch only that
+entry; :meth:`remove_row_context` with ``annotations=True`` also takes rows
+out of annotations. Visibility: an adapter reads the annotation list at its
+first row read and keeps it (with its own changes applied); bulk reads
+(:meth:`get_row_context`, :meth:`row_context_frame`, :meth:`list_annotations`)
+re-read it, and :meth:`refresh_annotations` does so on demand. Keys of kind
+``"annotation"`` are reserved.
 """
 
 from __future__ import annotations
