@@ -135,9 +135,11 @@ class PandasContextAdapter(BaseContextAdapter):
         self._range_index: Any = None
         self._range: range = range(0)
         # Row annotations known to this adapter (see the module docstring): _UNLOADED until
-        # the first row read, then a tuple in creation order, or None when there are none,
-        # which is what the hot path below tests.
+        # the first row read, then a tuple in creation order, or None when there are none.
+        # get_context's fast path compares the index with _hot_index, which is the cached
+        # RangeIndex only while there are no annotations: so it costs nothing more.
         self._annotations: Any = _UNLOADED
+        self._hot_index: Any = None
         self._annotation_store: AnnotationStore | None = None
         self._fp_index: Any = None
         self._fp: dict[str, Any] = {}
@@ -193,11 +195,9 @@ class PandasContextAdapter(BaseContextAdapter):
             and len(key) == 2
             and type(key[1]) is int
             and key[0] is _ROW
-            and self.data.index is self._range_index
+            and self.data.index is self._hot_index
             and key[1] in self._range
         ):
-            if self._annotations is not None:
-                return self._annotated(key, default, self._get_row)
             mem = self._mem
             if mem is not None:  # InMemoryContextStore._get_normalized, inlined
                 entry = mem._data.get(key)
@@ -208,7 +208,7 @@ class PandasContextAdapter(BaseContextAdapter):
             return self._get_row(key, default)
         vkey = self.validate_key(key)
         if self._annotations is not None and _is_row_key(vkey):
-            return self._annotated(vkey, default, self._get)
+            return self._annotated(vkey, default)
         return self._get(vkey, default)
 
     # ------------------------------------------------------------------ validation
@@ -264,6 +264,12 @@ class PandasContextAdapter(BaseContextAdapter):
         # must never test a label against the range of the previous one.
         self._range = range(index.start, index.stop, index.step)
         self._range_index = index
+        self._hot_index = index if self._annotations is None else None
+
+    def _set_annotations(self, annotations: Any) -> None:
+        """Set the known annotations (``None``: none) and open or close the hot path to match."""
+        self._annotations = annotations
+        self._hot_index = self._range_index if annotations is None else None
 
     def _free_form(self, key: Any) -> Key:
         try:
@@ -514,9 +520,9 @@ class PandasContextAdapter(BaseContextAdapter):
         ann = book.write(meta, rows, by, fingerprint)
         known = self._annotations
         if known is None:
-            self._annotations = (ann,)
+            self._set_annotations((ann,))
         elif known is not _UNLOADED:
-            self._annotations = tuple(sorted((*known, ann), key=lambda a: a.id))
+            self._set_annotations(tuple(sorted((*known, ann), key=lambda a: a.id)))
         return ann.id, count
 
     def _annotation_rows(self, how: str, sel: Any) -> tuple[RowSet, str, Any, int]:
@@ -684,7 +690,7 @@ class PandasContextAdapter(BaseContextAdapter):
             new = book.rewrite(ann, rows)
             if new is not None:
                 kept.append(new)
-        self._annotations = tuple(kept) or None
+        self._set_annotations(tuple(kept) or None)
 
     # ------------------------------------------------------------------ annotations
 
@@ -704,7 +710,7 @@ class PandasContextAdapter(BaseContextAdapter):
         removed = self._annotations_in_store().remove(annotation_id)
         known = self._annotations
         if known is not None and known is not _UNLOADED:
-            self._annotations = tuple(a for a in known if a.id != annotation_id) or None
+            self._set_annotations(tuple(a for a in known if a.id != annotation_id) or None)
         return removed
 
     def refresh_annotations(self) -> None:
@@ -727,7 +733,7 @@ class PandasContextAdapter(BaseContextAdapter):
         known = self._annotations
         cached = {a.id: a for a in known} if known else {}
         anns = self._annotations_in_store().load(cached)
-        self._annotations = anns or None
+        self._set_annotations(anns or None)
         return anns
 
     def _loaded(self) -> tuple[Annotation, ...]:
@@ -743,9 +749,10 @@ class PandasContextAdapter(BaseContextAdapter):
             self._fp_index = index
         return self._fp
 
-    def _annotated(self, key: Key, default: Any, get: Any) -> Metadata | None:
+    def _annotated(self, key: Key, default: Any) -> Metadata | None:
         """``get_context`` of a validated ``("row", label)`` key when annotations may exist."""
         anns = self._loaded()
+        get = self._get_row if self.data.index is self._range_index else self._get
         if anns:
             covering = self._covering(anns, key[1])  # type: ignore[index]
             if covering:
@@ -877,12 +884,12 @@ class PandasContextAdapter(BaseContextAdapter):
         prefix = check_prefix(prefix)
         removed = self._store.clear(prefix)
         if not prefix:
-            self._annotations = None
+            self._set_annotations(None)
         elif prefix == ("row",):
             removed += self._store.clear(INDEX_KEY)
-            self._annotations = None
+            self._set_annotations(None)
         elif prefix[0] == KIND:
-            self._annotations = _UNLOADED
+            self._set_annotations(_UNLOADED)
         return removed
 
     # ------------------------------------------------------------------ frames
