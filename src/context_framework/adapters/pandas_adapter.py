@@ -917,24 +917,14 @@ class PandasContextAdapter(BaseContextAdapter):
             fields.update(dict.fromkeys(ann.metadata))
         out = frame.copy()
         for name in fields:
-            owners = [(a, c) for a, c in zip(anns, covers) if name in a.metadata]
+            owners = [(a.metadata[name], c) for a, c in zip(anns, covers) if name in a.metadata]
             if not owners:
                 continue
             if name in frame.columns:
-                values = frame[name].to_numpy(dtype=object, copy=True)
+                mine = own[name].notna().to_numpy() if own is not None else None
+                out[name] = _fill(frame[name].to_numpy(dtype=object, copy=True), owners, mine)
             else:
-                values = np.full(n, np.nan, dtype=object)
-            mine = own[name].notna().to_numpy() if own is not None and name in own.columns else None
-            for ann, cover in owners:  # creation order: later annotations overwrite
-                take = cover if mine is None else cover & ~mine
-                value = ann.metadata[name]
-                if type(value) is dict or type(value) is list:
-                    holder = np.empty(1, dtype=object)
-                    holder[0] = loads_json(dumps_json(value))
-                    values[take] = holder
-                else:
-                    values[take] = value
-            out[name] = pd.Series(values).infer_objects().to_numpy()
+                out[name] = _annotation_column(n, owners)
         return out
 
     def column_context_frame(self) -> pd.DataFrame:
@@ -968,6 +958,39 @@ class PandasContextAdapter(BaseContextAdapter):
                     pairs.append((lbl, rec))
             labels, records = [p[0] for p in pairs], [p[1] for p in pairs]
             return _frame(labels, records, target), labels, records
+
+
+def _fill(values: np.ndarray, owners: list[tuple[Any, np.ndarray]], mine: np.ndarray | None) -> np.ndarray:
+    """Object ``values`` with each annotation value written where it covers (later ones last)."""
+    for value, cover in owners:
+        take = cover if mine is None else cover & ~mine
+        if type(value) is dict or type(value) is list:
+            holder = np.empty(1, dtype=object)
+            holder[0] = loads_json(dumps_json(value))  # one copy per annotation, not the cached one
+            values[take] = holder
+        else:
+            values[take] = value
+    return pd.Series(values).infer_objects().to_numpy()  # type: ignore[no-any-return]
+
+
+def _annotation_column(n: int, owners: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+    """A column only annotations fill: typed directly for numbers and strings (no inference pass)."""
+    kinds = {type(value) for value, _ in owners}
+    if kinds <= {int, float} and all(_I64_MIN <= v <= _I64_MAX for v, _ in owners if type(v) is int):
+        covered = np.zeros(n, dtype=bool)
+        for _, cover in owners:
+            covered |= cover
+        dtype = np.int64 if kinds == {int} and bool(covered.all()) else np.float64
+        numbers = np.full(n, np.nan) if dtype is np.float64 else np.zeros(n, dtype=np.int64)
+        for value, cover in owners:
+            numbers[cover] = value
+        return numbers
+    values = np.full(n, np.nan, dtype=object)
+    if kinds == {str}:
+        for value, cover in owners:
+            values[cover] = value
+        return values
+    return _fill(values, owners, None)
 
 
 def _is_row_key(key: Any) -> bool:
