@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -274,6 +274,25 @@ def test_annotations_match_per_row_entries(frame: str, target: Target) -> None:
     pd.testing.assert_frame_equal(
         ours.row_context_frame().sort_index(axis=1), oracle.row_context_frame().sort_index(axis=1)
     )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1, 2], [1, 2.5], ["a", "b"], [True, False], [1, "a"], [None, 3], [[1], {"k": 2}], [2**63, 1]],
+    ids=repr,
+)
+@pytest.mark.parametrize("cover_all", [False, True])
+def test_row_context_frame_dtypes_match_per_row(values: list[Any], cover_all: bool) -> None:
+    df = pd.DataFrame({"A": range(6)})
+    ours = PandasContextAdapter(df)
+    oracle = PandasContextAdapter(df)
+    selections = [slice(0, 2), slice(3, 5 if cover_all else 4)]
+    if cover_all:
+        selections[0] = slice(0, 3)
+    for sel, value in zip(selections, values):
+        ours.add_row_context(sel, {"f": value})
+        oracle.add_row_context(sel, {"f": value}, per_row=True)
+    pd.testing.assert_frame_equal(ours.row_context_frame(), oracle.row_context_frame())
 
 
 def test_positional_annotations_on_duplicate_labels_cover_every_row_of_the_label(local: Target) -> None:
@@ -767,7 +786,3 @@ def test_one_million_rows_per_row_metadata(kind: str, request: pytest.FixtureReq
     finally:
         adapter.clear_context()
         store.close()
-
-
-def _noop(_: Callable[..., Any]) -> None:  # keeps the Callable import used by type checkers
-    return None
