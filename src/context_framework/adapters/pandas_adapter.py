@@ -477,10 +477,11 @@ class PandasContextAdapter(BaseContextAdapter):
     def add_row_context(self, rows: Any, metadata: Any, *, per_row: bool = False) -> int:
         """Attach context to many rows at once; return how many distinct row labels got it.
 
-        ``rows`` is a list of labels (or one label), a boolean mask (numpy
-        array, list of bools, or Series aligned by label with the index, as
-        with ``.loc``) or a label slice (inclusive, as ``df.loc[a:b]``).
-        Every label is validated before anything is stored.
+        ``rows`` is a list of labels (or one label; on an integer index also
+        an integer array or ``Index``, checked at C speed), a boolean mask
+        (numpy array, list of bools, or Series aligned by label with the
+        index, as with ``.loc``) or a label slice (inclusive, as
+        ``df.loc[a:b]``). Every label is validated before anything is stored.
 
         ``metadata`` is either
 
