@@ -132,9 +132,7 @@ class BaseContextAdapter:
         """Every key of this adapter's namespace (under ``prefix``), types intact."""
         return self._store.list_keys(prefix)
 
-    def iter_context(
-        self, prefix: tuple[Any, ...] | None = None
-    ) -> Iterator[tuple[Key, Metadata]]:
+    def iter_context(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
         """Stream ``(key, metadata)`` pairs under ``prefix``."""
         return self._store.items(prefix)
 
