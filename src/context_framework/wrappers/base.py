@@ -18,7 +18,7 @@ wrapper's options, never its buffer or cache.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number
 from ..keys import Key
@@ -38,10 +38,16 @@ _INNER_METHODS = (
 class WrapperStore(BaseContextStore):
     """Forward everything to ``inner``. Subclasses override what they change.
 
+    ``keeps_keys``: whether every key reaches ``inner`` unchanged and nothing is
+    routed elsewhere (a buffer, a cache); a cache may then subscribe to the
+    invalidations of the store below.
+
     Args:
         inner: any context store (a ``BaseContextStore`` or anything with its methods).
         close_inner: whether closing this wrapper closes ``inner`` too (default: yes).
     """
+
+    keeps_keys: ClassVar[bool] = False
 
     def __init__(self, inner: ContextStore, *, close_inner: bool = True) -> None:
         missing = [m for m in _INNER_METHODS if not callable(getattr(inner, m, None))]

@@ -153,6 +153,8 @@ class BufferedStore(WrapperStore):
         close_inner: whether ``close()`` closes ``inner`` too.
     """
 
+    keeps_keys = True
+
     def __init__(
         self,
         inner: ContextStore,

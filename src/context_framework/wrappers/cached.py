@@ -389,7 +389,7 @@ def _tracked_redis(store: Any) -> Any:
     """The RedisContextStore whose keys ``store`` reads unchanged (through buffers), else None."""
     layer = store
     while isinstance(layer, WrapperStore):
-        if type(layer).__name__ not in ("BufferedStore", "CachedStore"):
+        if not layer.keeps_keys:
             return None  # a wrapper that may route or transform keys (e.g. sharding)
         layer = layer.inner
     try:
@@ -418,6 +418,8 @@ class CachedStore(WrapperStore):
             (error otherwise); ``False``: never (cross-process staleness is then
             bounded by ``ttl`` only).
     """
+
+    keeps_keys = True
 
     def __init__(
         self,
