@@ -176,9 +176,12 @@ def _processes_panel(ax: Any, processes: Sequence[Mapping[str, Any]]) -> None:
     }
     _bars(ax, stores, series, _MODE_COLORS)
     n = processes[0]["processes"]
-    each = processes[0]["ops_per_process"]
+    sizes = {r["mode"]: r["ops_per_process"] for r in processes}
+    each = ", ".join(f"{size:,} {mode}" for mode, size in sizes.items())
     ax.set_ylabel("total calls per second (log scale)")
-    ax.set_title(f"{n} processes on one shared store ({each:,} add+get each): total throughput", fontsize=10)
+    ax.set_title(
+        f"{n} processes on one shared store, add+get per process ({each}): total throughput", fontsize=10
+    )
 
 
 def _seconds_panel(ax: Any, runs: Sequence[tuple[str, float, str]], title: str) -> None:
@@ -229,8 +232,10 @@ def _sharding_panel(ax: Any, report: Mapping[str, Any]) -> None:
     series = {phase: [report[name][phase] for name, _ in cases] for phase in ("write", "read", "overall")}
     _bars(ax, groups, series, {"write": "#4C72B0", "read": "#DD8452", "overall": "#55A868"})
     ax.set_ylabel("keys per second (log scale)")
+    cpus = f", {report['cpus']} CPUs for servers and client" if report.get("cpus") else ""
     ax.set_title(
-        f"Sharding over Redis servers: {report['keys']:,} keys in batches of {report['batch']:,}", fontsize=10
+        f"Sharding over Redis servers: {report['keys']:,} keys in batches of {report['batch']:,}{cpus}",
+        fontsize=10,
     )
 
 
