@@ -409,3 +409,44 @@ def test_a_normal_exit_without_close_flushes(tmp_path: Path) -> None:
     assert child.returncode == 0 and out.startswith("written")
     with open_store(url) as raw:
         assert raw.count() == 1234
+
+
+_READER = textwrap.dedent(
+    """
+    import json, sys
+    from context_framework import open_store
+    url, n = sys.argv[1], int(sys.argv[2])
+    with open_store(url) as store:
+        got = store.get_many([("row", i) for i in range(n)])
+    print(json.dumps(sum(1 for i, v in enumerate(got) if v == {"source": "sensor", "i": i})))
+    """
+)
+
+
+@pytest.mark.parametrize("server", ["redis_url", "postgres_url"])
+def test_another_process_reads_every_write_after_flush(
+    request: pytest.FixtureRequest, server: str, unique_name: str
+) -> None:
+    """The spec's loop, unchanged, through buffer + cache; then a second process reads it all."""
+    pd = pytest.importorskip("pandas")
+    from context_framework import PandasContextAdapter
+
+    base = request.getfixturevalue(server)
+    url = f"{base}{'&' if '?' in base else '?'}namespace={unique_name}"
+    n = 10_000
+    df = pd.DataFrame({"A": range(100_000)})
+    adapter = PandasContextAdapter(df, url, buffer=1000, cache=10_000)
+    try:
+        for i in range(n):
+            adapter.add_context(("row", i), {"source": "sensor", "i": i})
+        for i in range(n):
+            assert adapter.get_context(("row", i)) == {"source": "sensor", "i": i}
+        adapter.flush()
+        out = subprocess.run(
+            [sys.executable, "-c", _READER, url, str(n)], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) == n
+    finally:
+        adapter.context_store.clear()
+        adapter.close()
