@@ -121,15 +121,21 @@ class PartitionContext:
         partition: the partition's id: an int, or a tuple of key parts
             (e.g. ``(rank, "comm-world")``).
         batch_size: writes sent per ``set_many`` at commit.
+        replace: whether commit first removes the partition's own keys (see the
+            module docstring); ``False`` leaves keys other jobs wrote under
+            ``("partition", id, ...)`` in place and only overwrites this task's keys.
     """
 
-    def __init__(self, store: ContextStore, partition: Any, *, batch_size: int = 10_000) -> None:
+    def __init__(
+        self, store: ContextStore, partition: Any, *, batch_size: int = 10_000, replace: bool = True
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
         self.store = store
         self.partition: tuple[Any, ...] = partition if isinstance(partition, tuple) else (partition,)
         encode_key((PARTITION, *self.partition))  # a clear error now for an unusable id
         self.batch_size = batch_size
+        self.replace = replace
         self._writes: dict[bytes, tuple[Key, Mapping[str, Any]]] = {}
         self._check = getattr(store, "_check_value", None)
         self.committed = False
@@ -176,7 +182,8 @@ class PartitionContext:
         """Send the recorded writes (idempotent: see the module docstring); return how many."""
         if self.committed:
             return 0
-        self.store.clear(self.key)  # partition keys of an earlier, failed attempt
+        if self.replace:
+            self.store.clear(self.key)  # partition keys of an earlier, failed attempt
         pairs = list(self._writes.values())
         for start in range(0, len(pairs), self.batch_size):
             self.store.set_many(pairs[start : start + self.batch_size])
