@@ -32,10 +32,11 @@ Modes (``mode=``):
   each node (``writer="node"``, via ``Split_type(COMM_TYPE_SHARED)``:
   hierarchical aggregation, one client per node).
 
-Idempotency: keys are deterministic and values replaced, never merged. The
-first commit of each rank (with ``replace=True``) first removes that rank's
-``("rank", rank)`` keys left by an earlier run, so rerunning a job leaves
-exactly the new run's context. Unscoped keys are replaced, not removed.
+Idempotency: keys are deterministic and values replaced, never merged. With
+``replace=True`` (the default) making the context removes the ``("rank", ...)``
+keys an earlier run left in the communicator's namespace (one prefix clear by
+rank 0), so rerunning a job, even with fewer ranks, leaves exactly the new
+run's context. Unscoped keys are replaced, not removed.
 
 Collective errors: a store failure on any rank (or writer) during ``commit``
 or ``merged_view`` raises :class:`~context_framework.ContextStoreError` on
@@ -51,12 +52,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .base_store import ContextStore, Metadata, iter_pairs
 from .exceptions import ContextConfigurationError, ContextError, ContextStoreError, MissingDependencyError
-from .keys import Key, encode_key, normalize_key
+from .in_memory_context_store import _canonical, _canonical_batch
+from .keys import Key, encode_key
 
 __all__ = ["MODES", "RANK", "WRITERS", "MPIContext", "find_mpiexec"]
 
@@ -74,6 +76,13 @@ def _mpi() -> Any:
     except ImportError as exc:
         raise MissingDependencyError.for_extra("mpi", "mpi4py") from exc
     return MPI
+
+
+def _parts(key: Any) -> tuple[Any, ...]:
+    """The parts a rank-scoped key appends to ``("rank", rank)``."""
+    if type(key) is tuple:
+        return key
+    return tuple(key) if isinstance(key, tuple) else (key,)
 
 
 def find_mpiexec() -> str | None:
@@ -100,7 +109,8 @@ class MPIContext:
         name: the communicator's stable name (the namespace of its context);
             default ``comm.Get_name()``. Must be the same on every rank.
         batch_size: entries per ``set_many`` (and per rank per gather round).
-        replace: the first commit removes this rank's keys left by an earlier run.
+        replace: remove the ``("rank", ...)`` keys an earlier run left in the
+            communicator's namespace (rank 0, when the context is made).
         poll_interval: seconds a waiting rank sleeps between checks (``None``:
             MPI's busy wait, fine with one core per rank).
     """
@@ -157,14 +167,18 @@ class MPIContext:
         self._root_store = self._open(store)
         self.store: ContextStore = self._root_store.with_namespace(name)
         self._check = getattr(self.store, "_check_value", None)
-        self._pending: dict[bytes, _Pair] = {}
-        self._committed_once = False
+        self._prefix: tuple[Any, ...] = (RANK, self.rank)
+        # Unsent writes, one per key: rank-scoped ones by their key's parts, unscoped ones by key.
+        self._scoped: dict[Any, _Pair] = {}
+        self._unscoped: dict[Any, _Pair] = {}
         self._recorded = 0  # distinct keys recorded since the last commit
         self._timing = {"gather_s": 0.0, "write_s": 0.0}
         self.closed = False
         #: Figures of this rank's last commit: ``entries`` it recorded, seconds ``gather_s``
         #: in gathers and ``write_s`` in store calls (since the commit before).
         self.stats: dict[str, float] = {}
+        if replace:
+            self._on_root(lambda: self.store.clear((RANK,)), "removing the context of an earlier run")
 
     def _open(self, store: ContextStore | str) -> ContextStore:
         from .distributed import _local_only
@@ -191,25 +205,15 @@ class MPIContext:
 
     def key(self, *parts: Any) -> tuple[Any, ...]:
         """This rank's key ``("rank", rank, *parts)`` (``("rank", rank)`` without parts)."""
-        return (RANK, self.rank, *parts)
-
-    def _scoped(self, key: Key, scoped: bool) -> Key:
-        if not scoped:
-            return normalize_key(key)
-        parts = key if isinstance(key, tuple) else (key,)
-        return normalize_key((RANK, self.rank, *parts))
+        return (*self._prefix, *parts)
 
     def add(self, key: Key, metadata: Mapping[str, Any], *, scoped: bool = True) -> None:
-        """Record ``metadata`` under this rank's ``key`` (validated now; sent by the mode's rules)."""
-        self._check_open()
-        key = self._scoped(key, scoped)
-        value: Metadata = self._check(metadata) if self._check is not None else dict(metadata)
-        encoded = encode_key(key)
-        if encoded not in self._pending:
-            self._recorded += 1
-        self._pending[encoded] = (key, value)
-        if self.mode == "direct" and len(self._pending) >= self.batch_size:
-            self._send_direct()
+        """Record ``metadata`` under this rank's ``key`` (validated now; sent by the mode's rules).
+
+        ``key`` is a tuple of parts (``("row", 7)`` is stored as ``("rank", rank, "row", 7)``)
+        or a single part; with ``scoped=False`` it is stored as given.
+        """
+        self.add_many([(key, metadata)], scoped=scoped)
 
     def add_many(
         self,
@@ -217,9 +221,27 @@ class MPIContext:
         *,
         scoped: bool = True,
     ) -> None:
-        """Record many ``(key, metadata)`` pairs (see :meth:`add`)."""
-        for key, metadata in iter_pairs(items):
-            self.add(key, metadata, scoped=scoped)
+        """Record many ``(key, metadata)`` pairs; all are validated before any is recorded."""
+        self._check_open()
+        pairs = list(iter_pairs(items))
+        check = self._check
+        values = [check(v) for _, v in pairs] if check is not None else [dict(v) for _, v in pairs]
+        keys: list[Any]
+        stored: list[Any]
+        if scoped:
+            keys = [_parts(k) for k, _ in pairs]
+            pending = self._scoped
+            prefix = self._prefix
+            stored = [prefix + k for k in keys]
+        else:
+            keys = stored = [k for k, _ in pairs]
+            pending = self._unscoped
+        before = len(pending)
+        for ident, key, value in zip(_canonical_batch(keys), stored, values):  # validates the keys
+            pending[ident] = (key, value)
+        self._recorded += len(pending) - before
+        if self.mode == "direct" and len(self._scoped) + len(self._unscoped) >= self.batch_size:
+            self._send_direct()
 
     def add_rank_context(self, metadata: Mapping[str, Any]) -> None:
         """Record metadata of this rank as a whole (key ``("rank", rank)``)."""
@@ -228,15 +250,26 @@ class MPIContext:
     def get(self, key: Key, default: Any = None, *, scoped: bool = True) -> Metadata | None:
         """What this rank recorded under ``key`` and has not sent yet, else what the store holds."""
         self._check_open()
-        key = self._scoped(key, scoped)
-        pending = self._pending.get(encode_key(key))
-        if pending is not None:
-            return dict(pending[1])
-        return self.store.get(key, default)
+        if scoped:
+            parts = _parts(key)
+            found = self._scoped.get(_canonical(parts))
+            stored: Key = self._prefix + parts
+        else:
+            found = self._unscoped.get(_canonical(key))
+            stored = key
+        if found is not None:
+            return dict(found[1])
+        return self.store.get(stored, default)
 
     def __len__(self) -> int:
         """Writes recorded on this rank and not sent yet."""
-        return len(self._pending)
+        return len(self._scoped) + len(self._unscoped)
+
+    def _take_pending(self) -> list[_Pair]:
+        pairs = [*self._scoped.values(), *self._unscoped.values()]
+        self._scoped.clear()
+        self._unscoped.clear()
+        return pairs
 
     # ------------------------------------------------------------------ collectives
 
@@ -247,6 +280,7 @@ class MPIContext:
         """
         self._check_open()
         error: str | None = None
+        failure: ContextError | None = None
         try:
             if self.mode == "direct":
                 self._send_direct()
@@ -256,91 +290,83 @@ class MPIContext:
             if flush is not None and self.is_writer:
                 flush()
         except ContextError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            failure: ContextError | None = exc
-        else:
-            failure = None
-        self._committed_once = True
+            error, failure = f"{type(exc).__name__}: {exc}", exc
         count, self._recorded = self._recorded, 0
         self.stats = {"entries": float(count), **self._timing}
         self._timing = {"gather_s": 0.0, "write_s": 0.0}
-        self._agree(error, "commit", failure)
+        self._wait_for_all()
+        errors = self.comm.allgather(error)
+        failed = [f"rank {rank}: {e}" for rank, e in enumerate(errors) if e is not None]
+        if failed:
+            raise ContextStoreError(
+                f"commit failed on {len(failed)} of {self.size} ranks: {'; '.join(failed)}"
+            ) from failure
         return count
 
     def merged_view(self, prefix: tuple[Any, ...] | None = None) -> list[_Pair]:
         """Commit, then return every rank's context (under ``prefix``) to every rank (collective).
 
         Rank 0 reads the communicator's namespace from the store once and
-        broadcasts it: one scan on the store, and ``size - 1`` copies over MPI.
-        The list is sorted by encoded key, so it is the same on every rank.
+        broadcasts it: one scan of the store, and ``size - 1`` copies over MPI.
+        The list of ``(key, metadata)`` is sorted by encoded key, so it is the
+        same on every rank (a list, not a dict: ``("row", 1)`` and
+        ``("row", True)`` are different keys but equal dict keys).
         """
         self.commit()
-        view: list[_Pair] | None = None
-        error: str | None = None
-        if self.rank == 0:
-            try:
-                found = [(encode_key(k), k, v) for k, v in self.store.items(prefix)]
-                found.sort(key=lambda t: t[0])
-                view = [(k, v) for _, k, v in found]
-            except ContextError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        self._wait_for_all()
-        error, view = self.comm.bcast((error, view), root=0)
-        if error is not None:
-            raise ContextStoreError(f"merged_view failed: rank 0 could not read the store: {error}")
-        assert view is not None
+
+        def read() -> list[_Pair]:
+            found = [(encode_key(k), k, v) for k, v in self.store.items(prefix)]
+            found.sort(key=lambda t: t[0])
+            return [(k, v) for _, k, v in found]
+
+        view: list[_Pair] = self._on_root(read, "reading the merged view")
         return view
 
     def clear(self) -> int:
-        """Remove the communicator's whole context and drop pending writes (collective)."""
+        """Remove the communicator's whole context and drop unsent writes (collective)."""
         self._check_open()
-        self._pending.clear()
-        removed = 0
-        error: str | None = None
-        if self.rank == 0:
-            try:
-                removed = self.store.clear()
-            except ContextError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        self._wait_for_all()
-        error, removed = self.comm.bcast((error, removed), root=0)
-        if error is not None:
-            raise ContextStoreError(f"clear failed on rank 0: {error}")
-        return int(removed)
+        self._take_pending()
+        self._recorded = 0
+        return int(self._on_root(self.store.clear, "clearing the context"))
 
     # ------------------------------------------------------------------ internals
 
+    def _on_root(self, action: Callable[[], Any], what: str) -> Any:
+        """Run ``action`` on rank 0 and return its result on every rank (or raise on every rank)."""
+        result: Any = None
+        error: str | None = None
+        if self.rank == 0:
+            try:
+                result = action()
+            except ContextError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        self._wait_for_all()
+        error, result = self.comm.bcast((error, result), root=0)
+        if error is not None:
+            raise ContextStoreError(f"{what} failed on rank 0: {error}")
+        return result
+
     def _send_direct(self) -> None:
-        pairs = list(self._pending.values())
-        self._pending.clear()
+        pairs = self._take_pending()
         start = time.perf_counter()
-        if self.replace and not self._committed_once:
-            self.store.clear(self.key())
-            self._committed_once = True  # earlier-run keys are gone; later batches only add
         for i in range(0, len(pairs), self.batch_size):
             self.store.set_many(pairs[i : i + self.batch_size])
         self._timing["write_s"] += time.perf_counter() - start
 
     def _aggregate(self) -> None:
         group, batch = self._group, self.batch_size
-        pairs = list(self._pending.values())
-        self._pending.clear()
+        pairs = self._take_pending()
         rounds = group.allreduce(-(-len(pairs) // batch), op=_mpi().MAX)
-        first = self.replace and not self._committed_once
         error: ContextError | None = None
-        for r in range(max(rounds, 1)):
+        for r in range(rounds):
             start = time.perf_counter()
-            chunk = pairs[r * batch : (r + 1) * batch]
-            gathered = group.gather((self.rank, first and r == 0, chunk), root=0)
+            gathered = group.gather(pairs[r * batch : (r + 1) * batch], root=0)
             self._timing["gather_s"] += time.perf_counter() - start
             if gathered is None or error is not None:
                 continue  # not a writer, or a write failed: keep gathering so no rank hangs
             start = time.perf_counter()
+            merged = [pair for part in gathered for pair in part]
             try:
-                for rank, clear, _ in gathered:
-                    if clear:
-                        self.store.clear((RANK, rank))
-                merged = [p for _, _, part in gathered for p in part]
                 for i in range(0, len(merged), batch):
                     self.store.set_many(merged[i : i + batch])
             except ContextError as exc:
@@ -357,16 +383,6 @@ class MPIContext:
         while not request.Test():
             time.sleep(self.poll_interval)
 
-    def _agree(self, error: str | None, what: str, failure: ContextError | None) -> None:
-        """Every rank learns whether any rank failed; all raise if one did."""
-        self._wait_for_all()
-        errors = self.comm.allgather(error)
-        failed = {rank: e for rank, e in enumerate(errors) if e is not None}
-        if not failed:
-            return
-        detail = "; ".join(f"rank {rank}: {e}" for rank, e in sorted(failed.items()))
-        raise ContextStoreError(f"{what} failed on {len(failed)} of {self.size} ranks: {detail}") from failure
-
     def _check_open(self) -> None:
         if self.closed:
             raise ContextConfigurationError(f"{self!r} is closed")
@@ -378,7 +394,7 @@ class MPIContext:
         if self.closed:
             return
         self.closed = True
-        self._pending.clear()
+        self._take_pending()
         if self._owns_store:
             self._root_store.close()
         if self._group is not self.comm:
