@@ -76,7 +76,16 @@ def run_mpi_bench(
         "baseline": baseline,
         "namespace": f"ctxbench_mpi_{uuid.uuid4().hex[:10]}",
     }
-    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "context_framework.bench.engine_mpi", "--rank-program", json.dumps(config)]
+    cmd = [
+        mpiexec,
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "context_framework.bench.engine_mpi",
+        "--rank-program",
+        json.dumps(config),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_MARKER)]
     if proc.returncode != 0 or not lines:
@@ -85,6 +94,7 @@ def run_mpi_bench(
         )
     result: dict[str, Any] = json.loads(lines[-1][len(_MARKER) :])
     result["store"] = urlsplit(url).scheme
+    result["namespace"] = config["namespace"]
     return result
 
 
