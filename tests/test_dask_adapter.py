@@ -75,15 +75,24 @@ def pg_store(postgres_url: str) -> Iterator[Any]:
         yield store
 
 
-def frame(rows: int = 100, npartitions: int = 4) -> dd.DataFrame:
-    pdf = pd.DataFrame(
+def make_partition(start: int, size: int) -> pd.DataFrame:
+    """Rows ``start .. start + size - 1``: A = the label, B = a string, C = a float with NaN."""
+    labels = np.arange(start, start + size, dtype="int64")
+    return pd.DataFrame(
         {
-            "A": np.arange(rows, dtype="int64"),
-            "B": [f"s{i:07d}" for i in range(rows)],
-            "C": np.where(np.arange(rows) % 10 == 0, np.nan, np.arange(rows) / 2),
-        }
+            "A": labels,
+            "B": [f"s{i:07d}" for i in labels],
+            "C": np.where(labels % 10 == 0, np.nan, labels / 2),
+        },
+        index=pd.Index(labels),
     )
-    return dd.from_pandas(pdf, npartitions=npartitions, sort=True)
+
+
+def frame(rows: int = 100, npartitions: int = 4) -> dd.DataFrame:
+    """``rows`` rows in ``npartitions`` equal partitions, made on the workers (known divisions)."""
+    size = rows // npartitions
+    starts = [p * size for p in range(npartitions)]
+    return dd.from_map(make_partition, starts, args=(size,), divisions=(*starts, rows - 1))
 
 
 # ---------------------------------------------------------------------- task functions
@@ -151,11 +160,9 @@ def test_keys_are_checked_against_the_frame() -> None:
     adapter.add_context(("row", 99), {"r": 1})
     adapter.add_context(("row", 5, "column", "B"), {"cell": 1})
     assert adapter.get_partition_context(3) == {"p": 3}
-    assert sorted(adapter.list_context_keys(), key=repr) == sorted(
-        [("dataset",), ("column", "A"), ("partition", 3), ("partition", 0, "checks", 1), ("row", 99)]
-        + [("row", 5, "column", "B")],
-        key=repr,
-    )
+    expected = [("dataset",), ("column", "A"), ("partition", 3), ("partition", 0, "checks", 1)]
+    expected += [("row", 99), ("row", 5, "column", "B")]
+    assert sorted(adapter.list_context_keys(), key=repr) == sorted(expected, key=repr)
     for bad in [
         ("column", "Z"),
         ("partition", 4),
@@ -378,3 +385,18 @@ def test_acceptance_one_million_rows_eight_partitions(
 ) -> None:
     store = request.getfixturevalue(f"{'redis' if target == 'redis' else 'pg'}_store")
     _check_acceptance(store, 1_000_000, 8, 10_000)
+
+
+# ---------------------------------------------------------------------- benchmark
+
+
+def test_bench_reports_worker_throughput(client: distributed.Client, redis_url: str) -> None:
+    from context_framework.bench.engine_dask import format_dask_bench, run_dask_bench, store_kind
+
+    result = run_dask_bench(redis_url, partitions=4, keys_per_partition=500, client=client)
+    assert result["keys"] == 2_000 and result["workers"] == 2
+    assert result["keys_per_s"] > 0 and result["baseline_keys_per_s"] > 0
+    assert "keys/s" in format_dask_bench(result)
+    assert store_kind("postgresql://u@h/db") == "postgres"
+    with pytest.raises(ValueError, match="cannot be shared"):
+        store_kind("memory://")
