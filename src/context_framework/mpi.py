@@ -356,9 +356,12 @@ class MPIContext:
     def _aggregate(self) -> None:
         group, batch = self._group, self.batch_size
         pairs = self._take_pending()
+        self._wait_for_all(group)
         rounds = group.allreduce(-(-len(pairs) // batch), op=_mpi().MAX)
         error: ContextError | None = None
         for r in range(rounds):
+            if r:
+                self._wait_for_all(group)  # while the writer sends the last round
             start = time.perf_counter()
             gathered = group.gather(pairs[r * batch : (r + 1) * batch], root=0)
             self._timing["gather_s"] += time.perf_counter() - start
@@ -375,11 +378,12 @@ class MPIContext:
         if error is not None:
             raise error
 
-    def _wait_for_all(self) -> None:
-        """Wait for every rank, sleeping between checks (see ``poll_interval``)."""
-        if self.poll_interval is None or self.size == 1:
+    def _wait_for_all(self, comm: Any = None) -> None:
+        """Wait for every rank of ``comm`` (default: all), sleeping between checks (``poll_interval``)."""
+        comm = self.comm if comm is None else comm
+        if self.poll_interval is None or comm.Get_size() == 1:
             return
-        request = self.comm.Ibarrier()
+        request = comm.Ibarrier()
         while not request.Test():
             time.sleep(self.poll_interval)
 
