@@ -461,10 +461,10 @@ def import_store(
     _check_import_options(mode, batch_size)
     verify = clear if verify is None else verify
     if verify:
-        _rewindable(source)
+        start = _rewindable(source)
         verify_checkpoint(source, format=format)
-        if not isinstance(source, (str, os.PathLike)):
-            source.seek(0)
+        if start is not None:
+            source.seek(start)  # type: ignore[union-attr]
     target, opened = _open(store)
     try:
         root = _view(target, check_namespace(namespace)) if namespace else target
@@ -500,13 +500,15 @@ def import_store(
             target.close()
 
 
-def _rewindable(source: Target) -> None:
+def _rewindable(source: Target) -> int | None:
+    """Where a file object starts (None for a path); refuse one that cannot be read twice."""
     if isinstance(source, (str, os.PathLike)):
-        return
+        return None
     if not getattr(source, "seekable", lambda: False)():
         raise ContextConfigurationError(
             "verify/clear read the file twice: give a path or a seekable file, or pass verify=False"
         )
+    return int(source.tell())
 
 
 def copy_store(
