@@ -363,11 +363,13 @@ class MPIContext:
             if r:
                 self._wait_for_all(group)  # while the writer sends the last round
             start = time.perf_counter()
-            gathered = group.gather(pairs[r * batch : (r + 1) * batch], root=0)
+            chunk = pairs[r * batch : (r + 1) * batch]
+            gathered = group.gather(None if self.is_writer else chunk, root=0)  # the writer keeps its own
             self._timing["gather_s"] += time.perf_counter() - start
             if gathered is None or error is not None:
                 continue  # not a writer, or a write failed: keep gathering so no rank hangs
             start = time.perf_counter()
+            gathered[0] = chunk
             merged = [pair for part in gathered for pair in part]
             try:
                 for i in range(0, len(merged), batch):
