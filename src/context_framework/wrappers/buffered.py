@@ -53,6 +53,7 @@ from ..in_memory_context_store import (
     _canonical_batch,
     _fast_entry,
     _freeze,
+    _original,
     _thaw,
     fast_str_limit,
 )
@@ -237,12 +238,19 @@ class BufferedStore(WrapperStore):
 
     def _set_normalized(self, ckey: Any, value: Mapping[str, Any], key: Any = _MISSING) -> None:
         """``set`` for a key already in canonical form (the pandas adapter's fast path)."""
+        self._set_entry(ckey, self._entry(value), key)
+
+    def _set_entry(self, ckey: Any, entry: Any, key: Any = None) -> None:
+        """``set`` of a validated, private, never-mutated entry (the in-memory store's form:
+        see ``in_memory_context_store._freeze``) under a canonical key. A cache above
+        hands its own entry down here instead of having it checked and copied again."""
+        if key is None or key is _MISSING:
+            key = ckey if type(ckey) is not bytes else _original(ckey)
         self._check_usable()
-        entry = self._entry(value)
         buf = self._buf
         with buf.lock:
             self._make_room(1)
-            buf.put(self._namespace, ckey, ckey if key is _MISSING else key, entry)
+            buf.put(self._namespace, ckey, key, entry)
             if buf.n_pending >= buf.max_items:
                 self._wake()
 

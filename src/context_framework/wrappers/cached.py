@@ -471,6 +471,8 @@ class CachedStore(WrapperStore):
         inner = self.inner
         self._inner_set = getattr(inner, "_set_normalized", None)
         self._inner_get = getattr(inner, "_get_normalized", None)
+        # takes the entry this cache already validated and froze (no second check or copy)
+        self._inner_set_entry = getattr(inner, "_set_entry", None)
 
     def _mark_closed(self) -> None:
         super()._mark_closed()
@@ -739,7 +741,9 @@ class CachedStore(WrapperStore):
             start = st.ver[h]
             epoch = st.epoch
         try:
-            if key is not None:
+            if self._inner_set_entry is not None:
+                self._inner_set_entry(ckey, entry, key)
+            elif key is not None:
                 self.inner.set(key, value)
             elif self._inner_set is not None:
                 self._inner_set(ckey, value)
