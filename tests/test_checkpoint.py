@@ -547,7 +547,8 @@ def test_an_entry_the_target_refuses_is_named(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     export_store(store, path)
     target = InMemoryContextStore(max_value_size=100)
-    with pytest.raises(ContextValueTooLargeError, match=r"line: 15 \(key \('row', 13\)\), not written"):
+    message = r"c\.jsonl: line 15 \(key \('row', 13\)\), not written"
+    with pytest.raises(ContextValueTooLargeError, match=message):
         import_store(path, target, batch_size=10)
     assert target.count() == 10
 
@@ -582,6 +583,8 @@ def test_export_option_errors(tmp_path: Path) -> None:
         export_store(store, io.StringIO(), compress=True)
     with pytest.raises(ContextConfigurationError, match="cannot open"):
         import_store(tmp_path / "missing.jsonl", store)
+    with pytest.raises(ContextConfigurationError, match=r"cannot write .*No such file"):
+        export_store(store, tmp_path / "no" / "x.jsonl")
     assert not list(tmp_path.iterdir())
 
 
@@ -721,3 +724,16 @@ def test_acceptance_million_entries_redis_to_postgres(
         source.close()
         target.close()
         _drop_pg(pg_base, unique_name)
+
+
+def test_a_key_too_long_for_sql_names_the_batch(make_url: Callable[[str], str], tmp_path: Path) -> None:
+    store = InMemoryContextStore()
+    store.set_many([(("row", i), {}) for i in range(4)])
+    store.set(("row", "x" * 3000), {})
+    path = tmp_path / "c.jsonl"
+    export_store(store, path)
+    with open_store(make_url("postgresql")) as target:
+        message = r"c\.jsonl: lines 2-6, not written: .*2,048-byte limit"
+        with pytest.raises(UnsupportedKeyError, match=message):
+            import_store(path, target, batch_size=100)
+        assert target.count() == 0

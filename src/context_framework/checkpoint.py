@@ -319,11 +319,15 @@ class _output:
                 )
             return target
         path = Path(target)
-        if path.exists() and not path.is_file():  # e.g. /dev/stdout: no rename
-            self._file = open(path, "wb")
-            return self._file
-        self._tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-        self._file = open(self._tmp, "wb")
+        try:
+            if path.exists() and not path.is_file():  # e.g. /dev/stdout: no rename
+                self._file = open(path, "wb")
+                return self._file
+            tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+            self._file = open(tmp, "wb")
+        except OSError as exc:
+            raise ContextConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        self._tmp = tmp
         return self._file
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
@@ -352,7 +356,8 @@ class _Writer:
         self._batch_size = batch_size
         self._meter = meter
         self._views: dict[str, Any] = {"": store}
-        self._pending: dict[str, list[tuple[Key, Metadata, int]]] = {}
+        # namespace -> ((key, metadata) pairs, their line numbers)
+        self._pending: dict[str, tuple[list[tuple[Key, Metadata]], list[int]]] = {}
         self._size = 0
         self.written = 0
         self.skipped = 0
@@ -361,8 +366,9 @@ class _Writer:
         """Queue one entry; return True when a batch is full (the caller then calls :meth:`flush`)."""
         group = self._pending.get(ns)
         if group is None:
-            group = self._pending[ns] = []
-        group.append((key, value, line))
+            group = self._pending[ns] = ([], [])
+        group[0].append((key, value))
+        group[1].append(line)
         self._size += 1
         return self._size >= self._batch_size
 
@@ -374,18 +380,17 @@ class _Writer:
 
     def flush(self, position: int | None = None) -> None:
         size = self._size
-        for ns, group in self._pending.items():
+        for ns, (pairs, lines) in self._pending.items():
             view = self.view(ns)
-            pairs = [(k, v) for k, v, _ in group]
             if self._mode == "skip-existing":
                 found = view.get_many([k for k, _ in pairs])
-                kept = [p for p, old in zip(pairs, found) if old is None]
-                self.skipped += len(pairs) - len(kept)
-                pairs = kept
+                keep = [i for i, old in enumerate(found) if old is None]
+                self.skipped += len(pairs) - len(keep)
+                pairs, lines = [pairs[i] for i in keep], [lines[i] for i in keep]
             try:
                 view.set_many(pairs)
             except (ContextSerializationError, ContextKeyError, ContextValueError) as exc:
-                raise _culprit(view, group, exc, self._where) from exc
+                raise _culprit(view, pairs, lines, exc, self._where) from exc
             self.written += len(pairs)
         self._pending.clear()
         self._size = 0
@@ -399,18 +404,17 @@ class _Writer:
 
 
 def _culprit(
-    view: Any, group: list[tuple[Key, Metadata, int]], exc: ContextError, where: str
+    view: Any, pairs: list[tuple[Key, Metadata]], lines: list[int], exc: ContextError, where: str
 ) -> ContextError:
     """The error of a refused batch, naming the first entry the store refuses (checked one by one)."""
     limit = getattr(view, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
-    for key, value, line in group:
+    for (key, value), line in zip(pairs, lines):
         try:
             encode_key(key)
             prepare_value(value, limit)
         except ContextError as one:
-            return type(one)(f"{where}: {line} (key {key!r:.100}), not written: {one}")
-    first, last = group[0][2], group[-1][2]
-    return type(exc)(f"{where}s {first}-{last}, not written: {exc}")
+            return type(one)(f"{where} {line} (key {key!r:.100}), not written: {one}")
+    return type(exc)(f"{where}s {lines[0]}-{lines[-1]}, not written: {exc}")
 
 
 def _check_import_options(mode: str, batch_size: Any) -> None:

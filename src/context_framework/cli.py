@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     bench.set_defaults(func=_bench)
+    from .cli_checkpoint import add_checkpoint_commands
+
+    add_checkpoint_commands(sub)  # ctx export / import / copy
     return parser
 
 
