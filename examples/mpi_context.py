@@ -5,6 +5,7 @@ Run it with::
     mpiexec -n 4 python examples/mpi_context.py --store redis://localhost:6379/0
     mpiexec -n 4 python examples/mpi_context.py --store postgresql://user@host/db
     mpiexec -n 4 python examples/mpi_context.py --store sqlite:///ctx.db --writer node
+    mpiexec -n 8 python examples/mpi_context.py --store redis://localhost:6379/0 --writer 4
 
 For each mode, every rank records ``--keys`` keys (``("row", i)``, stored as
 ``("rank", rank, "row", i)``) and commits; then the script checks that the
@@ -83,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", required=True, help="store URL every rank can reach")
     parser.add_argument("--keys", type=int, default=10_000, help="keys per rank (default 10000)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--writer", choices=("root", "node"), default="root", help="aggregate-mode writer")
+    parser.add_argument(
+        "--writer",
+        type=lambda text: int(text) if text.isdigit() else text,
+        default="root",
+        help="aggregate mode: root, node, or K (one writer per K ranks)",
+    )
     parser.add_argument("--namespace", help="namespace of this run (default: a random one)")
     parser.add_argument("--keep", action="store_true", help="leave the context in the store")
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mpi_context.py"
 RANKS = 4
 #: Namespaces (under a job's own) where the example and the scenarios write: removed after each test.
-WRITTEN = ("direct", "aggregate", "fail_direct", "fail_aggregate", "node", "get")
+WRITTEN = ("direct", "aggregate", "fail_direct", "fail_aggregate", "node", "pairs", "get")
 
 
 def _require(ok: bool, reason: str) -> None:
@@ -215,6 +215,7 @@ def test_a_store_url_is_opened_and_closed(MPI: Any, tmp_path: Path) -> None:
     [
         ({"mode": "gather"}, "mode"),
         ({"writer": "rack"}, "writer"),
+        ({"writer": 0}, "writer"),
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": True}, "batch_size"),
         ({"poll_interval": -1}, "poll_interval"),
@@ -332,6 +333,13 @@ SCENARIOS = textwrap.dedent(
     out["node_view"] = [len(view), all(k[1] == 2 for k, _ in view)]
     ctx.close()
 
+    # One writer per 2 ranks: ranks 0 and 2 write.
+    ctx = MPIContext(store.with_namespace("pairs"), comm, mode="aggregate", writer=2)
+    ctx.add_many({("row", i): {"r": rank} for i in range(5)})
+    ctx.commit()
+    out["pairs"] = [ctx.is_writer, ctx.stats["write_s"] > 0, ctx.store.count()]
+    ctx.close()
+
     # Reads: this rank's unsent writes, then the store (another rank's unscoped key).
     ctx = MPIContext(store.with_namespace("get"), comm, mode="aggregate")
     ctx.add(("mine",), {"r": rank})
@@ -370,6 +378,7 @@ def test_scenarios_on_four_ranks(mpiexec: str, scratch: tuple[str, str], tmp_pat
         assert writer == (rank == 0) and wrote == (rank == 0)
         assert (first, second) == (10 * rank + 3, 1) and count == sum(10 * r + 3 for r in range(4)) + 4
         assert out["node_view"] == [10 * 2 + 3 + 1, True]
+        assert out["pairs"] == [rank % 2 == 0, rank % 2 == 0, 20]
         assert out["get"] == [{"r": rank}, {"r": (rank + 1) % 4}, {"r": rank}]
         assert out["memory"][0] == "ContextConfigurationError" and "4 ranks" in out["memory"][1]
         assert out["names"][0] == "ContextConfigurationError" and "differs between ranks" in out["names"][1]

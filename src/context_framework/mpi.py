@@ -28,9 +28,11 @@ Modes (``mode=``):
 * ``"aggregate"``: ranks keep their writes until ``commit``, then gather them
   (in rounds of at most ``batch_size`` entries per rank, so a writer holds at
   most ``group size * batch_size`` at a time) to a writer that sends them in
-  batches: rank 0 (``writer="root"``, one client in all) or the first rank of
-  each node (``writer="node"``, via ``Split_type(COMM_TYPE_SHARED)``:
-  hierarchical aggregation, one client per node).
+  batches: rank 0 (``writer="root"``, one client in all), the first rank of
+  each node (``writer="node"``, via ``Split_type(COMM_TYPE_SHARED)``: one
+  client per node) or the first of every ``k`` consecutive ranks
+  (``writer=k``). More writers share the load of one; fewer keep the store's
+  client count low.
 
 Idempotency: keys are deterministic and values replaced, never merged. With
 ``replace=True`` (the default) making the context removes the ``("rank", ...)``
@@ -105,7 +107,8 @@ class MPIContext:
         comm: an mpi4py intracommunicator (default ``MPI.COMM_WORLD``). It is
             duplicated, so the context's messages never mix with the program's.
         mode: ``"direct"`` or ``"aggregate"`` (see the module docstring).
-        writer: in aggregate mode, ``"root"`` (rank 0) or ``"node"`` (one per node).
+        writer: in aggregate mode, ``"root"`` (rank 0), ``"node"`` (one per node)
+            or an int ``k`` (one per ``k`` consecutive ranks).
         name: the communicator's stable name (the namespace of its context);
             default ``comm.Get_name()``. Must be the same on every rank.
         batch_size: entries per ``set_many`` (and per rank per gather round).
@@ -121,7 +124,7 @@ class MPIContext:
         comm: Any = None,
         *,
         mode: str = "direct",
-        writer: str = "root",
+        writer: str | int = "root",
         name: str | None = None,
         batch_size: int = 10_000,
         replace: bool = True,
@@ -130,8 +133,10 @@ class MPIContext:
         MPI = _mpi()
         if mode not in MODES:
             raise ContextConfigurationError(f"mode must be one of {MODES}, got {mode!r}")
-        if writer not in WRITERS:
-            raise ContextConfigurationError(f"writer must be one of {WRITERS}, got {writer!r}")
+        if writer not in WRITERS and (isinstance(writer, bool) or not isinstance(writer, int) or writer <= 0):
+            raise ContextConfigurationError(
+                f"writer must be one of {WRITERS} or a positive int (ranks per writer), got {writer!r}"
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
         if poll_interval is not None and not poll_interval >= 0:
@@ -157,9 +162,11 @@ class MPIContext:
         self.comm = comm.Dup()
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
-        # The group a writer serves: the whole communicator, or the ranks of one node.
+        # The group a writer serves: the whole communicator, the ranks of one node, or k ranks.
         if mode == "aggregate" and writer == "node":
             self._group = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        elif mode == "aggregate" and isinstance(writer, int):
+            self._group = self.comm.Split(self.rank // writer, self.rank)
         else:
             self._group = self.comm
         self.is_writer: bool = mode == "direct" or self._group.Get_rank() == 0

@@ -45,7 +45,7 @@ def run_mpi_bench(
     ranks: int = 4,
     keys_per_rank: int = 10_000,
     modes: Sequence[str] = ("direct", "aggregate"),
-    writer: str = "root",
+    writer: str | int = "root",
     batch_size: int = 10_000,
     repeat: int = 1,
     baseline: bool = True,
@@ -59,8 +59,10 @@ def run_mpi_bench(
     from ..mpi import MODES, WRITERS, find_mpiexec
 
     bad = [m for m in modes if m not in MODES]
-    if bad or writer not in WRITERS:
-        raise ContextConfigurationError(f"modes must be among {MODES} and writer one of {WRITERS}")
+    if bad or (writer not in WRITERS and not (type(writer) is int and writer > 0)):
+        raise ContextConfigurationError(
+            f"modes must be among {MODES}, writer one of {WRITERS} or a positive int (ranks per writer)"
+        )
     if ranks < 1 or keys_per_rank < 1 or batch_size < 1 or repeat < 1:
         raise ContextConfigurationError("ranks, keys_per_rank, batch_size and repeat must be positive")
     mpiexec = find_mpiexec()
@@ -242,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes", nargs="+", default=["direct", "aggregate"], choices=("direct", "aggregate")
     )
-    parser.add_argument("--writer", choices=("root", "node"), default="root")
+    parser.add_argument(
+        "--writer", default="root", help="aggregate mode: root, node, or K (one writer per K ranks)"
+    )
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode; the median is reported")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of tables")
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             ranks=ranks,
             keys_per_rank=args.keys,
             modes=args.modes,
-            writer=args.writer,
+            writer=int(args.writer) if args.writer.isdigit() else args.writer,
             batch_size=args.batch_size,
             repeat=args.repeat,
         )
