@@ -234,6 +234,10 @@ def test_in_process_scheduler_uses_the_store_itself() -> None:
     assert adapter.get_context(("row", 11)) == {"A": 11, "C": 5.5}
     # a row-only job leaves the summaries alone
     assert adapter.get_partition_contexts() == summaries
+    assert adapter.summarize_partitions(fn=lambda part: {"n": len(part)}) == [{"n": 25}] * 4
+    assert adapter.get_partition_context(3) == {"n": 25}
+    with pytest.raises(LabelNotFoundError):
+        adapter.summarize_partitions(columns=["Z"])
 
 
 @pytest.mark.usefixtures("threads")
@@ -339,6 +343,10 @@ def test_namespaced_adapter_writes_only_its_namespace(client: distributed.Client
     assert adapter.count_context() == 4 + 20
     assert redis_store.count() == 0
     assert redis_store.with_namespace("dataset-a").count() == 24
+    summaries = adapter.summarize_partitions(columns=["C"], retries=1)
+    assert summaries[0]["columns"] == {"C": {"nulls": 3, "min": 0.5, "max": 12.0}}
+    assert adapter.get_partition_contexts() == summaries
+    assert adapter.count_context() == 24
 
 
 def test_lazy_map_on_the_cluster(client: distributed.Client, redis_store: Any) -> None:
