@@ -352,6 +352,7 @@ SCENARIOS = textwrap.dedent(
     # Refused: a store only this process sees, a name that differs between ranks.
     out["memory"] = outcome(lambda: MPIContext("memory://", comm))
     out["names"] = outcome(lambda: MPIContext(store, comm, name=f"n{rank}"))
+    out["open"] = outcome(lambda: MPIContext(store if rank != 3 else "nosuchscheme://x", comm))
 
     gathered = comm.gather(out, root=0)
     if rank == 0:
@@ -382,6 +383,9 @@ def test_scenarios_on_four_ranks(mpiexec: str, scratch: tuple[str, str], tmp_pat
         assert out["get"] == [{"r": rank}, {"r": (rank + 1) % 4}, {"r": rank}]
         assert out["memory"][0] == "ContextConfigurationError" and "4 ranks" in out["memory"][1]
         assert out["names"][0] == "ContextConfigurationError" and "differs between ranks" in out["names"][1]
+        kind, message = out["open"]  # a store rank 3 cannot open: every rank raises, none hangs
+        assert kind == "ContextConfigurationError"
+        assert "nosuchscheme" in message if rank == 3 else "failed on rank 3: " in message
 
 
 # --------------------------------------------------------------------------- benchmark

@@ -145,14 +145,35 @@ class MPIContext:
         if not isinstance(comm, MPI.Intracomm):
             raise ContextConfigurationError(f"comm must be an mpi4py intracommunicator, got {comm!r}")
         name = comm.Get_name() if name is None else name
-        names = comm.allgather(name)
-        if not isinstance(name, str) or not name.strip("/"):
-            raise ContextConfigurationError(
-                "the communicator has no name: give it a stable one with comm.Set_name(...) "
-                "or MPIContext(..., name=...) (it names the namespace of its context)"
-            )
-        if len(set(names)) != 1:
-            raise ContextConfigurationError(f"the communicator's name differs between ranks: {names}")
+        self.size: int = comm.Get_size()
+        self._owns_store = isinstance(store, str)
+        opened: ContextStore | None = None
+        error: Exception | None = None
+        try:
+            opened = self._open(store)
+        except (ContextError, TypeError) as exc:
+            error = exc
+        # One exchange tells every rank whether any rank failed, so none goes on into a collective alone.
+        setup = comm.allgather((name, None if error is None else f"{type(error).__name__}: {error}"))
+        try:
+            if error is not None:
+                raise error
+            failed = [f"rank {rank}: {e}" for rank, (_, e) in enumerate(setup) if e is not None]
+            if failed:
+                raise ContextConfigurationError(f"opening the store failed on {'; '.join(failed)}")
+            if not isinstance(name, str) or not name.strip("/"):
+                raise ContextConfigurationError(
+                    "the communicator has no name: give it a stable one with comm.Set_name(...) "
+                    "or MPIContext(..., name=...) (it names the namespace of its context)"
+                )
+            names = [n for n, _ in setup]
+            if any(n != name for n in names):
+                raise ContextConfigurationError(f"the communicator's name differs between ranks: {names}")
+        except BaseException:
+            if opened is not None and self._owns_store:
+                opened.close()
+            raise
+        assert opened is not None
         self.mode = mode
         self.writer = writer
         self.name = name
@@ -161,7 +182,6 @@ class MPIContext:
         self.poll_interval = poll_interval
         self.comm = comm.Dup()
         self.rank: int = self.comm.Get_rank()
-        self.size: int = self.comm.Get_size()
         # The group a writer serves: the whole communicator, the ranks of one node, or k ranks.
         if mode == "aggregate" and writer == "node":
             self._group = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
@@ -170,8 +190,7 @@ class MPIContext:
         else:
             self._group = self.comm
         self.is_writer: bool = mode == "direct" or self._group.Get_rank() == 0
-        self._owns_store = isinstance(store, str)
-        self._root_store = self._open(store)
+        self._root_store = opened
         self.store: ContextStore = self._root_store.with_namespace(name)
         self._check = getattr(self.store, "_check_value", None)
         self._prefix: tuple[Any, ...] = (RANK, self.rank)
