@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mpi_context.py"
 RANKS = 4
 #: Namespaces (under a job's own) where the example and the scenarios write: removed after each test.
-WRITTEN = ("direct", "aggregate", "fail_direct", "fail_aggregate", "node", "pairs", "get")
+WRITTEN = ("direct", "aggregate", "fail_direct", "fail_aggregate", "node", "pairs", "lazy", "get")
 
 
 def _require(ok: bool, reason: str) -> None:
@@ -333,11 +333,21 @@ SCENARIOS = textwrap.dedent(
     out["node_view"] = [len(view), all(k[1] == 2 for k, _ in view)]
     ctx.close()
 
-    # One writer per 2 ranks: ranks 0 and 2 write.
-    ctx = MPIContext(store.with_namespace("pairs"), comm, mode="aggregate", writer=2)
+    # One writer per 2 ranks: ranks 0 and 2 write (waiting the MPI way: busy).
+    ctx = MPIContext(store.with_namespace("pairs"), comm, mode="aggregate", writer=2, poll_interval=None)
     ctx.add_many({("row", i): {"r": rank} for i in range(5)})
     ctx.commit()
     out["pairs"] = [ctx.is_writer, ctx.stats["write_s"] > 0, ctx.store.count()]
+    ctx.close()
+
+    # A store URL in aggregate mode: only the writer (and rank 0) connect; a read connects the reader.
+    ctx = MPIContext(sys.argv[1] + "?namespace=" + sys.argv[2] + "/lazy", comm, mode="aggregate", writer=2)
+    ctx.add(("row", 1), {"big": "x" * 100})
+    ctx.commit()
+    opened = ctx._root_store is not None
+    value = ctx.get(("row", 1))
+    out["lazy"] = [opened, value, ctx._root_store is not None]
+    ctx.clear()
     ctx.close()
 
     # Reads: this rank's unsent writes, then the store (another rank's unscoped key).
@@ -380,6 +390,7 @@ def test_scenarios_on_four_ranks(mpiexec: str, scratch: tuple[str, str], tmp_pat
         assert (first, second) == (10 * rank + 3, 1) and count == sum(10 * r + 3 for r in range(4)) + 4
         assert out["node_view"] == [10 * 2 + 3 + 1, True]
         assert out["pairs"] == [rank % 2 == 0, rank % 2 == 0, 20]
+        assert out["lazy"] == [rank % 2 == 0, {"big": "x" * 100}, True]
         assert out["get"] == [{"r": rank}, {"r": (rank + 1) % 4}, {"r": rank}]
         assert out["memory"][0] == "ContextConfigurationError" and "4 ranks" in out["memory"][1]
         assert out["names"][0] == "ContextConfigurationError" and "differs between ranks" in out["names"][1]

@@ -50,6 +50,7 @@ the store server when ranks outnumber cores).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -61,6 +62,7 @@ from .base_store import ContextStore, Metadata, iter_pairs
 from .exceptions import ContextConfigurationError, ContextError, ContextStoreError, MissingDependencyError
 from .in_memory_context_store import _canonical, _canonical_batch
 from .keys import Key, encode_key
+from .values import DEFAULT_MAX_VALUE_SIZE, prepare_value
 
 __all__ = ["MODES", "RANK", "WRITERS", "MPIContext", "find_mpiexec"]
 
@@ -145,35 +147,6 @@ class MPIContext:
         if not isinstance(comm, MPI.Intracomm):
             raise ContextConfigurationError(f"comm must be an mpi4py intracommunicator, got {comm!r}")
         name = comm.Get_name() if name is None else name
-        self.size: int = comm.Get_size()
-        self._owns_store = isinstance(store, str)
-        opened: ContextStore | None = None
-        error: Exception | None = None
-        try:
-            opened = self._open(store)
-        except (ContextError, TypeError) as exc:
-            error = exc
-        # One exchange tells every rank whether any rank failed, so none goes on into a collective alone.
-        setup = comm.allgather((name, None if error is None else f"{type(error).__name__}: {error}"))
-        try:
-            if error is not None:
-                raise error
-            failed = [f"rank {rank}: {e}" for rank, (_, e) in enumerate(setup) if e is not None]
-            if failed:
-                raise ContextConfigurationError(f"opening the store failed on {'; '.join(failed)}")
-            if not isinstance(name, str) or not name.strip("/"):
-                raise ContextConfigurationError(
-                    "the communicator has no name: give it a stable one with comm.Set_name(...) "
-                    "or MPIContext(..., name=...) (it names the namespace of its context)"
-                )
-            names = [n for n, _ in setup]
-            if any(n != name for n in names):
-                raise ContextConfigurationError(f"the communicator's name differs between ranks: {names}")
-        except BaseException:
-            if opened is not None and self._owns_store:
-                opened.close()
-            raise
-        assert opened is not None
         self.mode = mode
         self.writer = writer
         self.name = name
@@ -182,6 +155,7 @@ class MPIContext:
         self.poll_interval = poll_interval
         self.comm = comm.Dup()
         self.rank: int = self.comm.Get_rank()
+        self.size: int = self.comm.Get_size()
         # The group a writer serves: the whole communicator, the ranks of one node, or k ranks.
         if mode == "aggregate" and writer == "node":
             self._group = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
@@ -190,21 +164,66 @@ class MPIContext:
         else:
             self._group = self.comm
         self.is_writer: bool = mode == "direct" or self._group.Get_rank() == 0
-        self._root_store = opened
-        self.store: ContextStore = self._root_store.with_namespace(name)
-        self._check = getattr(self.store, "_check_value", None)
         self._prefix: tuple[Any, ...] = (RANK, self.rank)
         # Unsent writes, one per key: rank-scoped ones by their key's parts, unscoped ones by key.
         self._scoped: dict[Any, _Pair] = {}
         self._unscoped: dict[Any, _Pair] = {}
         self._recorded = 0  # distinct keys recorded since the last commit
         self._timing = {"gather_s": 0.0, "write_s": 0.0}
-        self.closed = False
         #: Figures of this rank's last commit: ``entries`` it recorded, seconds ``gather_s``
         #: in gathers and ``write_s`` in store calls (since the commit before).
         self.stats: dict[str, float] = {}
+        # A store given by URL is opened where it is used: by writers and rank 0 now, by the
+        # other ranks of aggregate mode only if they read (so the server sees one client per writer).
+        self._url = store if isinstance(store, str) else None
+        self._owns_store = self._url is not None
+        self._root_store: ContextStore | None = None
+        self._view: ContextStore | None = None
+        self.closed = False
+        error: Exception | None = None
+        try:
+            if self._url is None or self.is_writer or self.rank == 0:
+                self._root_store = self._open(store)
+        except (ContextError, TypeError) as exc:
+            error = exc
+        size_limit = getattr(self._root_store, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
+        # One exchange tells every rank whether any rank failed, so none goes on into a collective alone.
+        setup = self.comm.allgather(
+            (name, None if error is None else f"{type(error).__name__}: {error}", size_limit)
+        )
+        try:
+            if error is not None:
+                raise error
+            failed = [f"rank {rank}: {e}" for rank, (_, e, _) in enumerate(setup) if e is not None]
+            if failed:
+                raise ContextConfigurationError(f"opening the store failed on {'; '.join(failed)}")
+            if not isinstance(name, str) or not name.strip("/"):
+                raise ContextConfigurationError(
+                    "the communicator has no name: give it a stable one with comm.Set_name(...) "
+                    "or MPIContext(..., name=...) (it names the namespace of its context)"
+                )
+            names = [n for n, _, _ in setup]
+            if any(n != name for n in names):
+                raise ContextConfigurationError(f"the communicator's name differs between ranks: {names}")
+            if self._root_store is not None:
+                self._check: Callable[[Any], Metadata] = getattr(self.store, "_check_value", None) or dict
+            else:  # validate as rank 0's store does, without opening one here
+                self._check = functools.partial(prepare_value, max_size=setup[0][2])
+        except BaseException:
+            self.close()
+            raise
         if replace:
             self._on_root(lambda: self.store.clear((RANK,)), "removing the context of an earlier run")
+
+    @property
+    def store(self) -> ContextStore:
+        """The store, bound to the communicator's namespace (opened here on first use)."""
+        if self._view is None:
+            if self._root_store is None:
+                assert self._url is not None
+                self._root_store = self._open(self._url)
+            self._view = self._root_store.with_namespace(self.name)
+        return self._view
 
     def _open(self, store: ContextStore | str) -> ContextStore:
         from .distributed import _local_only
@@ -251,7 +270,7 @@ class MPIContext:
         self._check_open()
         pairs = list(iter_pairs(items))
         check = self._check
-        values = [check(v) for _, v in pairs] if check is not None else [dict(v) for _, v in pairs]
+        values = [check(v) for _, v in pairs]
         keys: list[Any]
         stored: list[Any]
         if scoped:
@@ -312,8 +331,8 @@ class MPIContext:
                 self._send_direct()
             else:
                 self._aggregate()
-            flush = getattr(self.store, "flush", None)
-            if flush is not None and self.is_writer:
+            flush = getattr(self.store, "flush", None) if self.is_writer else None
+            if flush is not None:
                 flush()
         except ContextError as exc:
             error, failure = f"{type(exc).__name__}: {exc}", exc
@@ -353,7 +372,8 @@ class MPIContext:
         self._check_open()
         self._take_pending()
         self._recorded = 0
-        return int(self._on_root(self.store.clear, "clearing the context"))
+        self._wait_for_all()  # no rank is still reading what rank 0 removes
+        return int(self._on_root(lambda: self.store.clear(), "clearing the context"))
 
     # ------------------------------------------------------------------ internals
 
@@ -409,7 +429,10 @@ class MPIContext:
     def _wait_for_all(self, comm: Any = None) -> None:
         """Wait for every rank of ``comm`` (default: all), sleeping between checks (``poll_interval``)."""
         comm = self.comm if comm is None else comm
-        if self.poll_interval is None or comm.Get_size() == 1:
+        if comm.Get_size() == 1:
+            return
+        if self.poll_interval is None:
+            comm.Barrier()
             return
         request = comm.Ibarrier()
         while not request.Test():
@@ -427,7 +450,7 @@ class MPIContext:
             return
         self.closed = True
         self._take_pending()
-        if self._owns_store:
+        if self._owns_store and self._root_store is not None:
             self._root_store.close()
         if self._group is not self.comm:
             self._group.Free()
