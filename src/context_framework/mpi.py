@@ -213,7 +213,11 @@ class MPIContext:
             self.close()
             raise
         if replace:
-            self._on_root(lambda: self.store.clear((RANK,)), "removing the context of an earlier run")
+            try:
+                self._on_root(lambda: self.store.clear((RANK,)), "removing the context of an earlier run")
+            except ContextError:
+                self.close()
+                raise
 
     @property
     def store(self) -> ContextStore:
