@@ -26,6 +26,7 @@ from context_framework import InMemoryContextStore, open_store
 from context_framework.exceptions import (
     ContextConfigurationError,
     ContextSerializationError,
+    MissingDependencyError,
     UnsupportedKeyError,
 )
 from context_framework.mpi import MPIContext, find_mpiexec
@@ -83,6 +84,12 @@ def scratch(request: pytest.FixtureRequest, unique_name: str) -> Iterator[tuple[
         job.clear()
         for name in WRITTEN:  # a namespace does not hold its sub-namespaces: clear each
             job.with_namespace(f"{name}/MPI_COMM_WORLD").clear()
+
+
+def test_without_mpi4py_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(MissingDependencyError, match=r"context-framework\[mpi\]"):
+        MPIContext(InMemoryContextStore())
 
 
 # --------------------------------------------------------------------------- in-process (COMM_SELF)
