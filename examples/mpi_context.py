@@ -56,7 +56,7 @@ def run_mode(store: Any, comm: Any, mode: str, args: argparse.Namespace) -> dict
     ctx.commit()  # collective: when it returns, every rank's keys are in the store
     seconds = time.perf_counter() - start
 
-    view = ctx.merged_view()  # collective: the same sorted list on every rank
+    view: list[tuple[Any, dict[str, Any]]] = ctx.merged_view()  # collective: the same list on every rank
     digests = comm.allgather(view_digest(view))
     types_ok = all(
         len(k) == 4 and k[0] == "rank" and type(k[1]) is int and type(k[3]) is int and v["rank"] == k[1]
