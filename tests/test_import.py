@@ -34,6 +34,13 @@ def run(code: str) -> dict[str, object]:
         "context_framework.adapters",
         "context_framework.adapters.base_adapter",
         "context_framework.testing",
+        "context_framework.wrappers",
+        "context_framework.wrappers.buffered",
+        "context_framework.wrappers.cached",
+        "context_framework.wrappers.sharded",
+        "context_framework.distributed",
+        "context_framework.checkpoint",
+        "context_framework.mpi",
     ],
 )
 def test_import_pulls_in_no_optional_dependency(module: str) -> None:

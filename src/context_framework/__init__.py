@@ -44,6 +44,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BaseContextAdapter",
     "BaseContextStore",
+    "BufferedStore",
+    "CachedStore",
     "ContextAwareDataStructure",
     "ContextConfigurationError",
     "ContextError",
@@ -57,19 +59,27 @@ __all__ = [
     "ContextValueError",
     "ContextValueTooLargeError",
     "DBContextStore",
+    "DaskContextAdapter",
     "DatabaseContextStore",
     "InMemoryContextStore",
     "Key",
     "LabelNotFoundError",
+    "MPIContext",
     "MissingDependencyError",
     "PandasContextAdapter",
     "RedisContextStore",
     "SQLiteContextStore",
+    "ShardedStore",
+    "SparkContextAdapter",
     "UnsupportedKeyError",
+    "copy_store",
     "decode_key",
     "encode_key",
+    "export_store",
+    "import_store",
     "open_store",
     "register_store",
+    "wrap_store",
 ]
 
 _LAZY = {
@@ -80,6 +90,16 @@ _LAZY = {
     "BaseContextAdapter": "context_framework.adapters.base_adapter",
     "PandasContextAdapter": "context_framework.adapters.pandas_adapter",
     "ContextAwareDataStructure": "context_framework.context_aware_data_structure",
+    "SparkContextAdapter": "context_framework.adapters.spark_adapter",
+    "DaskContextAdapter": "context_framework.adapters.dask_adapter",
+    "MPIContext": "context_framework.mpi",
+    "BufferedStore": "context_framework.wrappers.buffered",
+    "CachedStore": "context_framework.wrappers.cached",
+    "ShardedStore": "context_framework.wrappers.sharded",
+    "wrap_store": "context_framework.wrappers",
+    "export_store": "context_framework.checkpoint",
+    "import_store": "context_framework.checkpoint",
+    "copy_store": "context_framework.checkpoint",
 }
 
 
