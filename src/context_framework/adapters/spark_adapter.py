@@ -515,6 +515,8 @@ def _rows_task(job: _Job, number: int, rows: Iterator[Any]) -> Iterator[Any]:
     """``rdd.mapPartitionsWithIndex``: the job on one partition's rows."""
     ctx = job.context(number)
     written, result = job.run(ctx, rows)
+    for _ in rows:  # read what fn left: Spark reuses a Python worker (and its store) only then
+        pass
     if job.kind == "map":
         yield from result
         return
