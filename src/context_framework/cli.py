@@ -31,28 +31,43 @@ class UsageError(ValueError):
 
 def _options(args: argparse.Namespace) -> Any:
     """Check the options and turn them into :class:`~.bench.run.BenchOptions`."""
+    from .bench.engines import ENGINE_KEYS, ENGINE_WORKERS, parse_engines
     from .bench.modes import parse_modes
     from .bench.run import BenchOptions
     from .bench.sweep import parse_sizes
     from .bench.targets import parse_stores
 
-    for name in ("ops", "batch_ops", "rows", "repeat", "processes", "annotate_rows"):
+    for name in (
+        "ops",
+        "batch_ops",
+        "rows",
+        "repeat",
+        "processes",
+        "annotate_rows",
+        "engine_keys",
+        "engine_workers",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     try:
         stores, modes = parse_stores(args.stores), parse_modes(args.modes)
         sweep = parse_sizes(args.sweep) if args.sweep is not None else None
+        engines = parse_engines(args.engine) if args.engine is not None else ()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    for flag in ("engine_keys", "engine_workers"):
+        if getattr(args, flag) is not None and not engines:
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --engine")
     shard_urls = [u.strip() for u in args.shard_urls.split(",") if u.strip()] if args.shard_urls else None
     if args.shard_urls is not None and not args.shards:
         raise UsageError("--shard-urls goes with --shards")
     if args.plot:
         _check_plot_target(args.plot)
-    if not args.table and not (args.processes or sweep or args.annotate_rows or args.shards):
+    if not args.table and not (args.processes or sweep or args.annotate_rows or args.shards or engines):
         raise UsageError(
-            "--no-table leaves nothing to run: add --processes, --sweep, --annotate-rows or --shards"
+            "--no-table leaves nothing to run: "
+            "add --processes, --sweep, --annotate-rows, --shards or --engine"
         )
     urls = {store: getattr(args, f"{store.replace('-', '_')}_url") for store, _ in _SERVER_ENV}
     return BenchOptions(
@@ -69,6 +84,9 @@ def _options(args: argparse.Namespace) -> Any:
         annotate_rows=args.annotate_rows,
         shards=args.shards,
         shard_urls=shard_urls,
+        engines=engines,
+        engine_keys=args.engine_keys or ENGINE_KEYS,
+        engine_workers=args.engine_workers or ENGINE_WORKERS,
     )
 
 
@@ -131,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the spec's benchmark for every store and mode",
         description="The spec's benchmark (10,000 add_context then get_context on ('row', i)) for every "
         "store, per-call, buffered and batch, next to the raw clients; opt-in: N processes, a batch-size "
-        "sweep, a large annotation run, sharding, a plot.",
+        "sweep, a large annotation run, sharding, Spark/Dask/MPI writers, a plot.",
     )
     bench.add_argument(
         "--ops",
@@ -188,6 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard-urls",
         metavar="URL,URL,URL",
         help="with --shards: the Redis servers to use (default: throwaway servers)",
+    )
+    extra.add_argument(
+        "--engine",
+        metavar="ENGINES",
+        help="also run the multi-process benchmark on these engines (comma-separated spark,dask,mpi, "
+        "or all): every partition or rank writes its keys to one shared store; total keys/s per engine "
+        "and store",
+    )
+    extra.add_argument(
+        "--engine-keys",
+        type=int,
+        metavar="N",
+        help="with --engine: keys each partition or rank writes (default 10,000, as the spec)",
+    )
+    extra.add_argument(
+        "--engine-workers",
+        type=int,
+        metavar="N",
+        help="with --engine: partitions (Spark, Dask) or ranks (MPI) (default 4); "
+        "Dask runs them on a LocalCluster of 2 worker processes",
     )
     extra.add_argument(
         "--no-table",

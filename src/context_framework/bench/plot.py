@@ -8,7 +8,9 @@ writes, so a saved JSON file can be drawn again later. Panels:
 2. with ``--sweep``: entries/s against the batch size, one line per store;
 3. with ``--processes``: total calls/s of N processes per store and mode;
 4. with ``--annotate-rows``: seconds (and peak memory) per run;
-5. with ``--shards``: keys/s of one Redis server and of the sharded stores.
+5. with ``--shards``: keys/s of one Redis server and of the sharded stores;
+6. with ``--engine``: total keys/s of Spark, Dask and MPI writers per store,
+   next to one process writing the same keys.
 
 matplotlib is imported here only, with the non-interactive Agg backend.
 """
@@ -239,6 +241,42 @@ def _sharding_panel(ax: Any, report: Mapping[str, Any]) -> None:
     )
 
 
+_ENGINE_COLORS = {
+    "spark": "#DD8452",
+    "dask": "#4C72B0",
+    "mpi direct": "#55A868",
+    "mpi aggregate": "#8172B3",
+}
+_ONE_PROCESS = "one process, set_many (median of the runs)"
+
+
+def _engines_panel(ax: Any, runs: Sequence[Mapping[str, Any]]) -> None:
+    done = [r for r in runs if r.get("keys_per_s")]
+    stores = list(dict.fromkeys(r["label"] for r in done))
+    names = list(dict.fromkeys(f"{r['engine']} {r['mode']}" if r.get("mode") else r["engine"] for r in done))
+    by_key = {(r["label"], f"{r['engine']} {r['mode']}" if r.get("mode") else r["engine"]): r for r in done}
+    series: dict[str, list[float | None]] = {}
+    baselines = [
+        sorted(r["baseline_keys_per_s"] for r in done if r["label"] == s and r.get("baseline_keys_per_s"))
+        for s in stores
+    ]
+    if any(baselines):
+        series[_ONE_PROCESS] = [b[len(b) // 2] if b else None for b in baselines]
+    for name in names:
+        series[name] = [by_key[(s, name)]["keys_per_s"] if (s, name) in by_key else None for s in stores]
+    _bars(ax, stores, series, {**_ENGINE_COLORS, _ONE_PROCESS: _RAW_COLOR})
+    ax.set_xlabel("shared store")
+    ax.set_ylabel("keys written per second, all writers (log scale)")
+    first = done[0]
+    missing = sorted({r["engine"] for r in runs if "unavailable" in r or "error" in r})
+    absent = f"; not shown (unavailable or failed): {', '.join(missing)}" if missing else ""
+    ax.set_title(
+        f"Distributed engines: {first['partitions']} partitions/ranks x {first['keys_per_writer']:,} keys "
+        f"into one shared store, total throughput{absent}",
+        fontsize=10,
+    )
+
+
 def plot_results(doc: Mapping[str, Any], path: str) -> str:
     """Draw ``doc`` (what ``ctx bench --json`` prints) into the PNG file ``path``; returns ``path``."""
     plt = _pyplot()
@@ -256,6 +294,8 @@ def plot_results(doc: Mapping[str, Any], path: str) -> str:
     sharding = doc.get("sharding") or {}
     if "single" in sharding:
         panels.append((0.8, lambda ax: _sharding_panel(ax, sharding)))
+    if any(r.get("keys_per_s") for r in doc.get("engines") or []):
+        panels.append((1.0, lambda ax: _engines_panel(ax, doc["engines"])))
     if not panels:
         raise ValueError("nothing to plot: the benchmark produced no results")
     heights = [h for h, _ in panels]

@@ -5,7 +5,8 @@ stores it cannot reach (with a note), then runs the sections that were asked
 for and returns one JSON-ready document; :func:`format_report` turns it into
 text. Sections: the spec's table in every mode (:mod:`.spec_benchmark`),
 N processes on one store (:mod:`.multiprocess`), the batch-size sweep
-(:mod:`.sweep`), and the large annotation and sharding runs (:mod:`.scale`).
+(:mod:`.sweep`), the large annotation and sharding runs (:mod:`.scale`), and
+Spark, Dask and MPI writers on one shared store (:mod:`.engines`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class BenchOptions:
     annotate_rows: int | None = None
     shards: bool = False
     shard_urls: list[str] | None = None
+    engines: tuple[str, ...] = ()
+    engine_keys: int = 10_000
+    engine_workers: int = 4
 
 
 def _reachable(
@@ -194,6 +198,20 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
             doc["sharding"] = run_shards(
                 options.shard_urls, notes=notes, stack=stack, keys=options.batch_ops, repeat=options.repeat
             )
+        if options.engines:
+            from .engines import engine_cases, run_engines
+
+            with progress.task("engines", len(engine_cases(options.engines, stores, urls))) as task:
+                doc["engines"] = run_engines(
+                    options.engines,
+                    stores,
+                    urls,
+                    keys=options.engine_keys,
+                    workers=options.engine_workers,
+                    workdir=workdir,
+                    notes=notes,
+                    step=task.step,
+                )
     doc["unavailable"] = unavailable
     doc["notes"] = notes
     return doc
@@ -263,5 +281,17 @@ def format_report(doc: dict[str, Any]) -> str:
         from .scale import format_sharding
 
         out += ["\nSharding (3 Redis servers against 1):\n", format_sharding(doc["sharding"])]
+    if doc.get("engines"):
+        from .engines import format_engines
+
+        out += [
+            "\nDistributed engines: each partition (Spark, Dask) or rank (MPI) writes its own keys to one "
+            "shared store, one run each:\n",
+            format_engines(doc["engines"]),
+            "\nKeys/s: all writers' keys over Write s (first write to last commit). vs 1 process: against "
+            "one process sending the same keys with set_many in the same run (MPI: rank 0 alone). "
+            "Job s: the driver's time for the job (Spark, Dask). Wall s: the whole run, engine start-up, "
+            "warm-up and baseline included (MPI: one mpiexec for both modes).",
+        ]
     out += [f"Note: {note}" for note in doc.get("notes", [])]
     return "\n".join(out)
