@@ -340,7 +340,8 @@ def test_bench_rejects_bad_flag_values(
 def test_bench_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--modes", "--processes", "--sweep", "--annotate-rows", "--shards", "--plot", "--progress"):
+    flags = ("--modes", "--processes", "--sweep", "--annotate-rows", "--shards", "--engine", "--engine-keys")
+    for flag in (*flags, "--engine-workers", "--plot", "--progress"):
         assert flag in out
 
 

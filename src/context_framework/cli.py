@@ -123,7 +123,11 @@ def _bench(args: argparse.Namespace) -> int:
     if args.plot:
         from .bench.plot import plot_results
 
-        plot_results(doc, args.plot)
+        try:
+            plot_results(doc, args.plot)
+        except ValueError as exc:  # e.g. every engine unavailable: the report still prints
+            print(f"ctx bench: no plot written ({exc})", file=sys.stderr)
+            args.plot = None
     if args.json:
         text = json.dumps(doc, indent=2)
         if args.output:
