@@ -448,3 +448,14 @@ def test_million_rows_from_executors(spark: SparkSession, request: Any, store_ki
         assert [s["rows"] for s in summaries] == [125_000] * 8  # type: ignore[index]
         assert summaries[7]["columns"]["id"] == {"nulls": 0, "min": 875_000, "max": 999_999}  # type: ignore[index]
         assert adapter.get_context(("row", 125_000)) == {"source": "executor", "partition": 1}
+
+
+# ---------------------------------------------------------------------- benchmark
+
+
+def test_engine_benchmark_runs(spark: SparkSession, redis_url: str) -> None:
+    from context_framework.bench.engine_spark import format_spark_bench, run_spark_bench
+
+    result = run_spark_bench(redis_url, partitions=2, keys_per_partition=500, spark=spark)
+    assert result["keys"] == 1_000 and result["keys_per_s"] > 0 and result["per_call_keys_per_s"] > 0
+    assert "executors writing" in format_spark_bench(result)

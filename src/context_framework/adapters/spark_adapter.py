@@ -137,9 +137,6 @@ class _Rules:
 
     @classmethod
     def of(cls, schema: T.StructType, row_column: str | None, strict: bool) -> _Rules:
-        fields = dict(_fields(schema))  # a top-level "a.b" comes first and wins over a nested one
-        for name, f in _fields(schema):
-            fields.setdefault(name, f)
         label_types: tuple[type, ...] = ()
         if row_column is not None:
             if row_column not in schema.fieldNames():
@@ -156,7 +153,7 @@ class _Rules:
                 )
         top = tuple(schema.fieldNames())
         return cls(
-            columns=frozenset(fields),
+            columns=frozenset(name for name, _ in _fields(schema)),
             top=top,
             ordered=frozenset(f.name for f in schema.fields if isinstance(f.dataType, _ORDERED)),
             integral=frozenset(f.name for f in schema.fields if isinstance(f.dataType, _INTEGRAL)),
@@ -370,6 +367,8 @@ class SparkPartitionContext(PartitionContext):
             if selected.isna().any():
                 raise LabelNotFoundError(f"row_column {rules.row_column!r} is null in some selected rows")
             rows = selected
+        if hasattr(rows, "to_pylist"):  # a pyarrow array or column
+            rows = rows.to_pylist()
         labels = rows.tolist() if hasattr(rows, "tolist") else list(rows)
         ok = rules.label_types
         bad = next((x for x in labels if type(x) not in ok), _NONE)
@@ -758,14 +757,15 @@ class SparkContextAdapter(BaseContextAdapter):
             for k, v in self._store.items(("column",))
             if type(k) is tuple and len(k) == 2 and k[1] in self.rules.columns
         }
-        schema = _with_metadata(self.data.schema, contexts, key, as_json, "", _owners(self.data.schema))
-        return self.data.to(schema)
+        schema = self.data.schema
+        return self.data.to(_with_metadata(schema, contexts, key, as_json, "", _owners(schema)))
 
     def load_column_metadata(self, key: str = METADATA_KEY) -> int:
         """Store the context found in ``StructField.metadata[key]`` of every column; return how many."""
-        owners = _owners(self.data.schema)
+        schema = self.data.schema
+        owners = _owners(schema)
         pairs = []
-        for name, f in _fields(self.data.schema):
+        for name, f in _fields(schema):
             if owners[name] is not f or key not in f.metadata:
                 continue
             value = f.metadata[key]
