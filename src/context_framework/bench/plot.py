@@ -265,6 +265,7 @@ def _engines_panel(ax: Any, runs: Sequence[Mapping[str, Any]]) -> None:
     for name in names:
         series[name] = [by_key[(s, name)]["keys_per_s"] if (s, name) in by_key else None for s in stores]
     _bars(ax, stores, series, {**_ENGINE_COLORS, _ONE_PROCESS: _RAW_COLOR})
+    ax.legend(fontsize=8, ncols=len(series), loc="upper right", framealpha=0.9)  # one row
     ax.set_xlabel("shared store")
     ax.set_ylabel("keys written per second, all writers (log scale)")
     first = done[0]
