@@ -16,7 +16,9 @@ Two pieces every engine adapter builds on:
   leaves a subset of exactly the keys its retry writes again. Before writing,
   a commit removes the partition's own keys (``("partition", id, ...)``) left
   by an earlier attempt, so a retry whose function wrote fewer partition keys
-  leaves no stale one behind.
+  leaves no stale one behind. With ``replace="groups"`` it removes only the
+  groups ``("partition", id, group, ...)`` the task writes, so jobs that write
+  different groups of one partition keep each other's context.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import os
 import pickle
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from .base_store import ContextStore, Metadata, iter_pairs
 from .exceptions import ContextConfigurationError
 from .keys import Key, encode_key
 
-__all__ = ["PARTITION", "PartitionContext", "StoreRef", "open_shared"]
+__all__ = ["PARTITION", "PartitionContext", "StoreRef", "check_batch_size", "open_shared"]
 
 #: First element of every partition key: ``("partition", id, ...)``.
 PARTITION = "partition"
@@ -113,6 +115,13 @@ def _close_shared() -> None:
             pass
 
 
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` if it is a positive int, else a :class:`ContextConfigurationError`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
+
+
 class PartitionContext:
     """The context handle of one partition (or rank) inside a task.
 
@@ -122,15 +131,23 @@ class PartitionContext:
             (e.g. ``(rank, "comm-world")``).
         batch_size: writes sent per ``set_many`` at commit.
         replace: whether commit first removes the partition's own keys (see the
-            module docstring); ``False`` leaves keys other jobs wrote under
-            ``("partition", id, ...)`` in place and only overwrites this task's keys.
+            module docstring); ``"groups"`` removes only each group
+            ``("partition", id, group)`` this task writes keys under; ``False``
+            leaves keys other jobs wrote under ``("partition", id, ...)`` in place
+            and only overwrites this task's keys.
     """
 
     def __init__(
-        self, store: ContextStore, partition: Any, *, batch_size: int = 10_000, replace: bool = True
+        self,
+        store: ContextStore,
+        partition: Any,
+        *,
+        batch_size: int = 10_000,
+        replace: bool | Literal["groups"] = True,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
+        if replace not in (True, False, "groups"):
+            raise ContextConfigurationError(f"replace must be True, False or 'groups', got {replace!r}")
         self.store = store
         self.partition: tuple[Any, ...] = partition if isinstance(partition, tuple) else (partition,)
         encode_key((PARTITION, *self.partition))  # a clear error now for an unusable id
@@ -175,6 +192,17 @@ class PartitionContext:
             return dict(pending[1])
         return self.store.get(key, default)
 
+    def groups(self) -> list[Any]:
+        """The groups this task recorded keys under: ``group`` of each ``("partition", *id, group, ...)``."""
+        prefix = encode_key(self.key)
+        depth = len(self.key)
+        found: dict[bytes, Any] = {}
+        for encoded, (key, _) in self._writes.items():
+            if len(encoded) > len(prefix) and encoded.startswith(prefix) and type(key) is tuple:
+                group = key[depth]
+                found.setdefault(encode_key((group,)), group)
+        return list(found.values())
+
     def __len__(self) -> int:
         return len(self._writes)
 
@@ -182,7 +210,10 @@ class PartitionContext:
         """Send the recorded writes (idempotent: see the module docstring); return how many."""
         if self.committed:
             return 0
-        if self.replace:
+        if self.replace == "groups":
+            for group in self.groups():  # what an earlier attempt left in these groups
+                self.store.clear((*self.key, group))
+        elif self.replace:
             self.store.clear(self.key)  # partition keys of an earlier, failed attempt
         pairs = list(self._writes.values())
         for start in range(0, len(pairs), self.batch_size):

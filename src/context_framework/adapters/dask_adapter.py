@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 try:
     import dask
@@ -62,18 +62,14 @@ except ImportError as exc:  # pragma: no cover - exercised without dask installe
 
     raise MissingDependencyError.for_extra("dask", "dask") from exc
 
-from ..base_store import ContextStore, Metadata
-from ..distributed import PARTITION, PartitionContext, StoreRef
+from ..base_store import ContextStore
+from ..distributed import StoreRef, check_batch_size
 from ..exceptions import ContextConfigurationError, ContextKeyError, LabelNotFoundError
 from ..in_memory_context_store import InMemoryContextStore
-from ..keys import Key, encode_key, normalize_key
-from .base_adapter import DATASET_KEY, BaseContextAdapter
+from ..keys import Key, normalize_key
+from .partitioned import PartitionedAdapter, PartitionTaskContext, free_form_key
 
 __all__ = ["DaskContextAdapter", "DaskPartitionContext", "partition_summary"]
-
-_KINDS = (
-    "('dataset',), ('column', name), ('partition', i, ...), ('row', label) or ('row', label, 'column', name)"
-)
 
 
 # ---------------------------------------------------------------------- key checks
@@ -89,30 +85,6 @@ def _column(columns: pd.Index, name: Any, key: Any) -> Any:
             return actual
     sample = ", ".join(repr(c) for c in list(columns)[:5]) + (", ..." if len(columns) > 5 else "")
     raise LabelNotFoundError(f"column {name!r} in key {key!r} is not a column of the frame ([{sample}])")
-
-
-def _cell_or_row(key: tuple[Any, ...], columns: pd.Index, label: Any) -> Key:
-    if len(key) == 2:
-        return ("row", label)
-    if len(key) == 4 and key[2] == "column":
-        return ("row", label, "column", _column(columns, key[3], key))
-    raise ContextKeyError(
-        f"a row key is ('row', label) and a cell key is ('row', label, 'column', name); got {key!r}"
-    )
-
-
-def _parts(parts: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Normalised key parts (numpy and pandas scalars as Python ones)."""
-    return cast("tuple[Any, ...]", normalize_key(parts))
-
-
-def _free_form(key: Any, strict: bool) -> Key:
-    if strict:
-        raise ContextKeyError(
-            f"unknown context key {key!r} for a Dask DataFrame; use {_KINDS}, "
-            "or create the adapter with strict=False to store free-form keys"
-        )
-    return normalize_key(key)
 
 
 # ---------------------------------------------------------------------- summaries
@@ -160,12 +132,12 @@ def partition_summary(frame: pd.DataFrame, columns: Iterable[Any] | None = None)
 # ---------------------------------------------------------------------- the task's handle
 
 
-class DaskPartitionContext(PartitionContext):
+class DaskPartitionContext(PartitionTaskContext):
     """The context handle a task gets for its partition (see the module docstring).
 
-    Adds to :class:`~context_framework.distributed.PartitionContext`: the
-    partition's data (``frame``), its ``division``, key checks scoped to the
-    partition, :meth:`add_row_context` and :meth:`summarize`.
+    Adds to :class:`~context_framework.adapters.partitioned.PartitionTaskContext`:
+    the partition's data (``frame``), its ``division``, :meth:`add_row_context`
+    and :meth:`summarize`.
     """
 
     def __init__(
@@ -180,45 +152,20 @@ class DaskPartitionContext(PartitionContext):
         strict: bool = True,
         row_column: Any = None,
     ) -> None:
-        super().__init__(store, number, batch_size=batch_size, replace=False)
-        self.number = number
+        super().__init__(store, number, batch_size=batch_size, replace=replace)
         self.frame = frame
         self.division = division
         self.strict = strict
         self.row_column = row_column
-        self.replace_groups = replace
-        self._groups: dict[bytes, Any] = {}  # encoded (group,) -> group written by this task
 
-    def add(self, key: Key, metadata: Mapping[str, Any]) -> None:
-        """Record ``metadata`` under ``key``, checked against this partition."""
-        super().add(self._validate(key), metadata)
+    def _row_label(self, label: Any, key: Any) -> Any:
+        return normalize_key(label)
 
-    def _validate(self, key: Any) -> Key:
-        if type(key) is not tuple:
-            key = normalize_key(key)
-        if type(key) is not tuple or not key or type(key[0]) is not str:
-            return _free_form(key, self.strict)
-        kind = key[0]
-        if kind == PARTITION:
-            part = normalize_key(key[1]) if len(key) > 1 else None
-            if type(part) is not int or part != self.number:
-                raise LabelNotFoundError(
-                    f"{key!r} is not a key of this task's partition {self.number}; "
-                    f"use ctx.partition_key(...) or ('partition', {self.number}, ...)"
-                )
-            parts = _parts(key[2:])
-            if parts:
-                self._groups.setdefault(encode_key(parts[:1]), parts[0])
-            return (PARTITION, self.number, *parts)
-        if kind == "row":
-            return _cell_or_row(key, self.frame.columns, normalize_key(key[1]) if len(key) > 1 else None)
-        if kind == "column" and len(key) == 2:
-            return ("column", _column(self.frame.columns, key[1], key))
-        if kind == "dataset" and len(key) == 1:
-            return DATASET_KEY
-        if kind in ("column", "dataset"):
-            raise ContextKeyError(f"malformed {kind} key {key!r}; use {_KINDS}")
-        return _free_form(key, self.strict)
+    def _column_name(self, name: Any, key: Any) -> Any:
+        return _column(self.frame.columns, name, key)
+
+    def _free_form_key(self, key: Any) -> Key:
+        return free_form_key(key, self.strict, "Dask")
 
     def row_labels(self, rows: Any = None) -> list[Any]:
         """The row labels of ``rows`` (all rows, a boolean mask, a label slice or labels)."""
@@ -256,19 +203,7 @@ class DaskPartitionContext(PartitionContext):
         of dicts, or a DataFrame whose rows become dicts, NaN as ``None``).
         Labels come from the index, or from ``row_column`` when the adapter has one.
         """
-        labels = self.row_labels(rows)
-        if isinstance(metadata, Mapping):
-            values: Iterable[Any] = (metadata for _ in labels)
-        else:
-            values = _records(metadata)
-            if len(values) != len(labels):  # type: ignore[arg-type]
-                raise ContextKeyError(
-                    f"{len(values)} metadata entries for {len(labels)} selected rows"  # type: ignore[arg-type]
-                )
-        add = PartitionContext.add  # labels come from the data: no per-key check needed
-        for label, meta in zip(labels, values):
-            add(self, ("row", label), meta)
-        return len(labels)
+        return self._add_rows(self.row_labels(rows), metadata)
 
     def summarize(self, columns: Iterable[Any] | None = None) -> dict[str, Any]:
         """Record :func:`partition_summary` (plus the division) as this partition's context."""
@@ -276,20 +211,6 @@ class DaskPartitionContext(PartitionContext):
         summary["division"] = _json_scalar(self.division)
         self.add_partition_context(summary)
         return summary
-
-    def commit(self) -> int:
-        """Send the recorded writes (see the module docstring); return how many."""
-        if not self.committed and self.replace_groups:
-            for group in self._groups.values():  # what an earlier attempt left in these groups
-                self.store.clear((PARTITION, self.number, group))
-        return super().commit()
-
-
-def _records(metadata: Any) -> list[Any]:
-    if isinstance(metadata, pd.DataFrame):
-        frame = metadata.astype(object).where(metadata.notna(), None)
-        return frame.to_dict("records")  # type: ignore[return-value]
-    return list(metadata)
 
 
 # ---------------------------------------------------------------------- shipping the store
@@ -371,7 +292,7 @@ def _context_task(part: pd.DataFrame, *, _job: _Job, partition_info: Any = None)
 # ---------------------------------------------------------------------- the adapter
 
 
-class DaskContextAdapter(BaseContextAdapter):
+class DaskContextAdapter(PartitionedAdapter):
     """Context for a Dask DataFrame. See the module docstring for key conventions.
 
     Args:
@@ -399,8 +320,7 @@ class DaskContextAdapter(BaseContextAdapter):
             raise TypeError(f"DaskContextAdapter wraps a Dask DataFrame, got {type(dask_df).__name__}")
         if row_column is not None and row_column not in dask_df.columns:
             raise LabelNotFoundError(f"row_column {row_column!r} is not a column of the frame")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
         super().__init__(dask_df, context_store, name=name, **wrapping)
         self.strict = strict
         self.row_column = row_column
@@ -415,38 +335,16 @@ class DaskContextAdapter(BaseContextAdapter):
     def npartitions(self) -> int:
         return int(self.data.npartitions)
 
+    def _partition_count(self) -> int:
+        return self.npartitions
+
     # ------------------------------------------------------------------ validation
 
-    def validate_key(self, key: Key) -> Key:
-        """Check ``key`` against what the driver knows of the frame; return its canonical form."""
-        if type(key) is not tuple:
-            key = normalize_key(key)
-        if type(key) is not tuple or not key or type(key[0]) is not str:
-            return _free_form(key, self.strict)
-        kind = key[0]
-        if kind == PARTITION:
-            return (PARTITION, self._partition(key), *_parts(key[2:]))
-        if kind == "row":
-            if len(key) not in (2, 4):
-                return _cell_or_row(key, self.data.columns, None)  # raises
-            return _cell_or_row(key, self.data.columns, self._row_label(key[1], key))
-        if kind == "column" and len(key) == 2:
-            return ("column", _column(self.data.columns, key[1], key))
-        if kind == "dataset" and len(key) == 1:
-            return DATASET_KEY
-        if kind in ("column", "dataset"):
-            raise ContextKeyError(f"malformed {kind} key {key!r}; use {_KINDS}")
-        return _free_form(key, self.strict)
+    def _column_name(self, name: Any, key: Any) -> Any:
+        return _column(self.data.columns, name, key)
 
-    def _partition(self, key: tuple[Any, ...]) -> int:
-        n = self.npartitions
-        part = normalize_key(key[1]) if len(key) > 1 else None
-        if type(part) is not int or not 0 <= part < n:
-            raise LabelNotFoundError(
-                f"{key!r} does not name a partition: use ('partition', i, ...) with an int "
-                f"0 <= i < {n} (npartitions)"
-            )
-        return part
+    def _free_form_key(self, key: Any) -> Key:
+        return free_form_key(key, self.strict, "Dask")
 
     def _row_label(self, label: Any, key: Any) -> Any:
         norm = normalize_key(label)
@@ -471,28 +369,6 @@ class DaskContextAdapter(BaseContextAdapter):
                     f"row label {label!r} in {key!r} is outside the frame's divisions [{low!r}, {high!r}]"
                 )
         return norm
-
-    # ------------------------------------------------------------------ driver-side helpers
-
-    def add_column_context(self, name: Any, metadata: Mapping[str, Any]) -> None:
-        """Attach metadata to column ``name``."""
-        self.add_context(("column", name), metadata)
-
-    def get_column_context(self, name: Any, default: Any = None) -> Metadata | None:
-        """The metadata of column ``name``."""
-        return self.get_context(("column", name), default)
-
-    def add_partition_context(self, number: int, metadata: Mapping[str, Any], *parts: Any) -> None:
-        """Attach metadata to partition ``number`` (or to a key under it) from the driver."""
-        self.add_context((PARTITION, number, *parts), metadata)
-
-    def get_partition_context(self, number: int, *parts: Any, default: Any = None) -> Metadata | None:
-        """The metadata of partition ``number`` (or of a key under it)."""
-        return self.get_context((PARTITION, number, *parts), default)
-
-    def get_partition_contexts(self) -> list[Metadata | None]:
-        """The context of every partition, ``("partition", i)``, in order (one batch read)."""
-        return self._store.get_many([(PARTITION, i) for i in range(self.npartitions)])
 
     # ------------------------------------------------------------------ worker-side writes
 
