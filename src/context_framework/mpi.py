@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .base_store import ContextStore, Metadata, iter_pairs
+from .distributed import check_batch_size
 from .exceptions import ContextConfigurationError, ContextError, ContextStoreError, MissingDependencyError
 from .in_memory_context_store import _canonical, _canonical_batch
 from .keys import Key, encode_key
@@ -139,8 +140,7 @@ class MPIContext:
             raise ContextConfigurationError(
                 f"writer must be one of {WRITERS} or a positive int (ranks per writer), got {writer!r}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
         if poll_interval is not None and not poll_interval >= 0:
             raise ContextConfigurationError(f"poll_interval must be >= 0 or None, got {poll_interval!r}")
         comm = MPI.COMM_WORLD if comm is None else comm

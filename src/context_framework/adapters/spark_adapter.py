@@ -72,23 +72,19 @@ except ImportError as exc:  # pragma: no cover - exercised without pyspark insta
 
     raise MissingDependencyError.for_extra("spark", "pyspark") from exc
 
-from ..base_store import ContextStore, Metadata
-from ..distributed import PARTITION, PartitionContext, StoreRef
+from ..base_store import ContextStore
+from ..distributed import StoreRef, check_batch_size
 from ..exceptions import (
     ContextConfigurationError,
     ContextKeyError,
     ContextSerializationError,
     LabelNotFoundError,
 )
-from ..keys import Key, encode_key, normalize_key
+from ..keys import Key, normalize_key
 from ..values import dumps_json, loads_json
-from .base_adapter import DATASET_KEY, BaseContextAdapter
+from .partitioned import PartitionedAdapter, PartitionKeys, PartitionTaskContext, free_form_key
 
 __all__ = ["SparkContextAdapter", "SparkPartitionContext"]
-
-_KINDS = (
-    "('dataset',), ('column', name), ('partition', i, ...), ('row', label) or ('row', label, 'column', name)"
-)
 #: Key used in ``StructField.metadata`` by :meth:`SparkContextAdapter.with_column_metadata`.
 METADATA_KEY = "context"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -185,37 +181,23 @@ class _Rules:
             )
         return norm
 
-    def row_or_cell(self, key: tuple[Any, ...]) -> Key:
-        if len(key) == 2:
-            return ("row", self.label(key[1], key))
-        if len(key) == 4 and key[2] == "column":
-            return ("row", self.label(key[1], key), "column", self.column(key[3], key))
-        raise ContextKeyError(
-            f"a row key is ('row', label) and a cell key is ('row', label, 'column', name); got {key!r}"
-        )
-
-    def other(self, key: tuple[Any, ...]) -> Key:
-        """``("column", name)``, ``("dataset",)`` and free-form keys."""
-        kind = key[0]
-        if kind == "column" and len(key) == 2:
-            return ("column", self.column(key[1], key))
-        if kind == "dataset" and len(key) == 1:
-            return DATASET_KEY
-        if kind in ("column", "dataset"):
-            raise ContextKeyError(f"malformed {kind} key {key!r}; use {_KINDS}")
-        return self.free_form(key)
-
     def free_form(self, key: Any) -> Key:
-        if self.strict:
-            raise ContextKeyError(
-                f"unknown context key {key!r} for a Spark DataFrame; use {_KINDS}, "
-                "or create the adapter with strict=False to store free-form keys"
-            )
-        return normalize_key(key)
+        return free_form_key(key, self.strict, "Spark")
 
 
-def _parts(parts: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(normalize_key(p) for p in parts)
+class _RuleKeys(PartitionKeys):
+    """Key checks by the schema's :class:`_Rules` (``self.rules``), on the driver and in tasks."""
+
+    rules: _Rules
+
+    def _row_label(self, label: Any, key: Any) -> Any:
+        return self.rules.label(label, key)
+
+    def _column_name(self, name: Any, key: Any) -> Any:
+        return self.rules.column(name, key)
+
+    def _free_form_key(self, key: Any) -> Key:
+        return self.rules.free_form(key)
 
 
 # ---------------------------------------------------------------------- summaries
@@ -268,12 +250,13 @@ def arrow_summary(table: Any, rules: _Rules, columns: Iterable[str] | None = Non
 # ---------------------------------------------------------------------- the task's handle
 
 
-class SparkPartitionContext(PartitionContext):
+class SparkPartitionContext(_RuleKeys, PartitionTaskContext):
     """The context handle a task gets for its partition (see the module docstring).
 
-    Adds to :class:`~context_framework.distributed.PartitionContext`: key checks
-    scoped to the partition, :meth:`add_row_context`, :meth:`summarize` and, with
-    ``pandas=True``, the partition's data as ``frame`` (pandas) and ``table`` (Arrow).
+    Adds to :class:`~context_framework.adapters.partitioned.PartitionTaskContext`:
+    key checks by the schema's rules, :meth:`add_row_context`, :meth:`summarize`
+    and, with ``pandas=True``, the partition's data as ``frame`` (pandas) and
+    ``table`` (Arrow).
     """
 
     def __init__(
@@ -286,13 +269,10 @@ class SparkPartitionContext(PartitionContext):
         batch_size: int = 10_000,
         replace: bool = True,
     ) -> None:
-        super().__init__(store, number, batch_size=batch_size, replace=False)
-        self.number = number
+        super().__init__(store, number, batch_size=batch_size, replace=replace)
         self.rules = rules
         self.table = table
-        self.replace_groups = replace
         self._frame: Any = None
-        self._groups: dict[bytes, Any] = {}  # encoded (group,) -> group written by this task
 
     @property
     def frame(self) -> Any:
@@ -305,31 +285,6 @@ class SparkPartitionContext(PartitionContext):
             self._frame = self.table.to_pandas()
         return self._frame
 
-    def add(self, key: Key, metadata: Mapping[str, Any]) -> None:
-        """Record ``metadata`` under ``key``, checked against this partition."""
-        super().add(self._validate(key), metadata)
-
-    def _validate(self, key: Any) -> Key:
-        if type(key) is not tuple:
-            key = normalize_key(key)
-        if type(key) is not tuple or not key or type(key[0]) is not str:
-            return self.rules.free_form(key)
-        kind = key[0]
-        if kind == PARTITION:
-            part = normalize_key(key[1]) if len(key) > 1 else None
-            if type(part) is not int or part != self.number:
-                raise LabelNotFoundError(
-                    f"{key!r} is not a key of this task's partition {self.number}; "
-                    f"use ctx.partition_key(...) or ('partition', {self.number}, ...)"
-                )
-            parts = _parts(key[2:])
-            if parts:
-                self._groups.setdefault(encode_key(parts[:1]), parts[0])
-            return (PARTITION, self.number, *parts)
-        if kind == "row":
-            return self.rules.row_or_cell(key)
-        return self.rules.other(key)
-
     def add_row_context(self, rows: Any, metadata: Any) -> int:
         """Record per-row context under ``("row", label)``; return how many rows.
 
@@ -339,19 +294,7 @@ class SparkPartitionContext(PartitionContext):
         partition. ``metadata``: one dict for every row, or one per row in order
         (a list or Series of dicts, or a DataFrame whose rows become dicts, NaN as None).
         """
-        labels = self._labels(rows)
-        if isinstance(metadata, Mapping):
-            values: Iterable[Any] = (metadata for _ in labels)
-        else:
-            values = _records(metadata)
-            if len(values) != len(labels):  # type: ignore[arg-type]
-                raise ContextKeyError(
-                    f"{len(values)} metadata entries for {len(labels)} rows"  # type: ignore[arg-type]
-                )
-        add = PartitionContext.add  # labels were checked as a whole
-        for label, meta in zip(labels, values):
-            add(self, ("row", label), meta)
-        return len(labels)
+        return self._add_rows(self._labels(rows), metadata)
 
     def _labels(self, rows: Any) -> list[Any]:
         rules = self.rules
@@ -395,13 +338,6 @@ class SparkPartitionContext(PartitionContext):
         self.add_partition_context(summary)
         return summary
 
-    def commit(self) -> int:
-        """Send the recorded writes (see the module docstring); return how many."""
-        if not self.committed and self.replace_groups:
-            for group in self._groups.values():  # what an earlier attempt left in these groups
-                self.store.clear((PARTITION, self.number, group))
-        return super().commit()
-
 
 _NONE: Any = object()
 
@@ -420,13 +356,6 @@ def _mask(rows: Any, n: int) -> Any:
     if mask.ndim != 1 or len(mask) != n:
         raise ContextKeyError(f"a boolean mask of {len(mask)} for a partition of {n} rows")
     return mask
-
-
-def _records(metadata: Any) -> list[Any]:
-    if hasattr(metadata, "to_dict") and hasattr(metadata, "columns"):  # a pandas DataFrame
-        frame = metadata.astype(object).where(metadata.notna(), None)
-        return frame.to_dict("records")  # type: ignore[no-any-return]
-    return list(metadata)
 
 
 # ---------------------------------------------------------------------- tasks
@@ -534,7 +463,7 @@ def _report_arrow() -> Any:
 # ---------------------------------------------------------------------- the adapter
 
 
-class SparkContextAdapter(BaseContextAdapter):
+class SparkContextAdapter(_RuleKeys, PartitionedAdapter):
     """Context for a Spark DataFrame. See the module docstring for key conventions.
 
     Args:
@@ -561,8 +490,7 @@ class SparkContextAdapter(BaseContextAdapter):
     ) -> None:
         if not isinstance(spark_df, DataFrame):
             raise TypeError(f"SparkContextAdapter wraps a Spark DataFrame, got {type(spark_df).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ContextConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
         rules = _Rules.of(spark_df.schema, row_column, strict)
         super().__init__(spark_df, context_store, name=name, **wrapping)
         self.rules = rules
@@ -588,52 +516,10 @@ class SparkContextAdapter(BaseContextAdapter):
         """Every column key name: top-level columns and dotted names of nested struct fields."""
         return [name for name, _ in _fields(self.data.schema)]
 
-    # ------------------------------------------------------------------ validation
+    _PARTITION_COUNT = "df.rdd.getNumPartitions()"
 
-    def validate_key(self, key: Key) -> Key:
-        """Check ``key`` against what the driver knows of the DataFrame; return its canonical form."""
-        if type(key) is not tuple:
-            key = normalize_key(key)
-        if type(key) is not tuple or not key or type(key[0]) is not str:
-            return self.rules.free_form(key)
-        kind = key[0]
-        if kind == PARTITION:
-            return (PARTITION, self._partition(key), *_parts(key[2:]))
-        if kind == "row":
-            return self.rules.row_or_cell(key)
-        return self.rules.other(key)
-
-    def _partition(self, key: tuple[Any, ...]) -> int:
-        part = normalize_key(key[1]) if len(key) > 1 else None
-        n = self.num_partitions
-        if type(part) is not int or not 0 <= part < n:
-            raise LabelNotFoundError(
-                f"{key!r} does not name a partition: use ('partition', i, ...) with an int "
-                f"0 <= i < {n} (df.rdd.getNumPartitions())"
-            )
-        return part
-
-    # ------------------------------------------------------------------ driver-side helpers
-
-    def add_column_context(self, name: str, metadata: Mapping[str, Any]) -> None:
-        """Attach metadata to column ``name`` (dotted for a nested field)."""
-        self.add_context(("column", name), metadata)
-
-    def get_column_context(self, name: str, default: Any = None) -> Metadata | None:
-        """The metadata of column ``name``."""
-        return self.get_context(("column", name), default)
-
-    def add_partition_context(self, number: int, metadata: Mapping[str, Any], *parts: Any) -> None:
-        """Attach metadata to partition ``number`` (or to a key under it) from the driver."""
-        self.add_context((PARTITION, number, *parts), metadata)
-
-    def get_partition_context(self, number: int, *parts: Any, default: Any = None) -> Metadata | None:
-        """The metadata of partition ``number`` (or of a key under it)."""
-        return self.get_context((PARTITION, number, *parts), default)
-
-    def get_partition_contexts(self) -> list[Metadata | None]:
-        """The context of every partition, ``("partition", i)``, in order (one batch read)."""
-        return self._store.get_many([(PARTITION, i) for i in range(self.num_partitions)])
+    def _partition_count(self) -> int:
+        return self.num_partitions
 
     # ------------------------------------------------------------------ executor-side writes
 
