@@ -399,7 +399,8 @@ def test_acceptance_one_million_rows_eight_partitions(
 
 
 def test_bench_reports_worker_throughput(client: distributed.Client, redis_url: str) -> None:
-    from context_framework.bench.engine_dask import format_dask_bench, run_dask_bench, store_kind
+    from context_framework.bench.engine_dask import format_dask_bench, run_dask_bench
+    from context_framework.bench.targets import store_kind
 
     result = run_dask_bench(redis_url, partitions=4, keys_per_partition=500, client=client)
     assert result["keys"] == 2_000 and result["workers"] == 2

@@ -30,33 +30,23 @@ under ``if __name__ == "__main__":`` (as this module's own entry point does).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from contextlib import ExitStack
 from typing import Any
 
-from .targets import LABELS, open_target
+from .engine_figures import (
+    TIMING_COLUMNS,
+    checked_baseline,
+    engine_parser,
+    result_header,
+    timed_row_writes,
+    write_figures,
+    write_lines,
+)
+from .targets import open_target, store_kind
 
-__all__ = ["format_dask_bench", "run_dask_bench", "store_kind"]
-
-
-def store_kind(url: str) -> str:
-    """The ``ctx bench`` store name of a URL (``redis://`` -> ``"redis"``...)."""
-    scheme = url.split("://", 1)[0].lower()
-    if scheme.startswith("redis"):
-        return "redis-cluster" if "+cluster" in scheme else "redis"
-    if scheme.startswith("postgres"):
-        return "postgres"
-    if scheme.startswith("mysql") or scheme.startswith("mariadb"):
-        return "mysql"
-    if scheme == "sqlite":
-        return "sqlite"
-    raise ValueError(
-        f"{url.split('://', 1)[0]}:// cannot be shared by worker processes; "
-        "use redis://, postgresql://, mysql:// or sqlite:///path"
-    )
+__all__ = ["format_dask_bench", "run_dask_bench"]
 
 
 def _partition(number: int, size: int) -> Any:
@@ -73,29 +63,13 @@ def _timed_writes(part: Any, ctx: Any) -> Any:
     """One task: the spec's values for every row of the partition, then the commit; timings back."""
     import pandas as pd
 
-    clock = time.perf_counter_ns
-    start = clock()
-    ctx.add_row_context(None, [{"meta": f"value_{i}"} for i in part.index])
-    added = clock()
-    keys = ctx.commit()
-    end = clock()
-    return pd.DataFrame(
-        {"pid": [os.getpid()], "start": [start], "added": [added], "end": [end], "keys": [keys]},
-        index=[ctx.number],
-    )
+    start = time.perf_counter_ns()
+    return pd.DataFrame(timed_row_writes(ctx, None, part.index, start), index=[ctx.number])
 
 
 def _warm(store_ref: Any) -> None:
     store_ref.open().count()  # connect, and import what the tasks need
     import context_framework.adapters.dask_adapter  # noqa: F401
-
-
-def _baseline(store: Any, total: int, batch_size: int) -> float:
-    """Keys per second for one process writing the same entries with ``set_many``."""
-    start = time.perf_counter()
-    for lo in range(0, total, batch_size):
-        store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(lo, min(lo + batch_size, total))])
-    return total / (time.perf_counter() - start)
 
 
 def run_dask_bench(
@@ -134,37 +108,16 @@ def run_dask_bench(
         client.run(_warm, StoreRef(store))
         ddf = dd.from_map(_partition, range(partitions), args=(keys_per_partition,))
         adapter = DaskContextAdapter(ddf, store, batch_size=batch_size)
-        meta = pd.DataFrame(
-            {c: pd.Series([], dtype="int64") for c in ("pid", "start", "added", "end", "keys")}
-        )
+        meta = pd.DataFrame({c: pd.Series([], dtype="int64") for c in TIMING_COLUMNS})
         job_start = time.perf_counter()
         timings = adapter.map_partitions_with_context(_timed_writes, meta=meta).compute()
         job_s = time.perf_counter() - job_start
-        stored = store.count()
-        if stored != total or int(timings["keys"].sum()) != total:
-            raise RuntimeError(f"the store holds {stored} keys after writing {total}")
-        store.clear()
-        baseline = _baseline(store, total, batch_size)
-    write_s = (int(timings["end"].max()) - int(timings["start"].min())) / 1e9
-    commit_s = (timings["end"] - timings["added"]) / 1e9
+        baseline = checked_baseline(store, timings, total, batch_size)
     return {
-        "engine": "dask",
-        "store": kind,
-        "label": LABELS[kind],
+        **result_header("dask", kind),
         "workers": nworkers,
         "worker_processes": int(timings["pid"].nunique()),
-        "partitions": partitions,
-        "keys_per_partition": keys_per_partition,
-        "keys": total,
-        "batch_size": batch_size,
-        "write_s": write_s,
-        "keys_per_s": total / write_s,
-        "job_s": job_s,
-        "job_keys_per_s": total / job_s,
-        "commit_s_median": float(commit_s.median()),
-        "commit_s_max": float(commit_s.max()),
-        "baseline_keys_per_s": baseline,
-        "ratio": total / write_s / baseline,
+        **write_figures(timings, job_s, baseline, partitions, keys_per_partition, batch_size),
     }
 
 
@@ -175,25 +128,14 @@ def format_dask_bench(result: dict[str, Any]) -> str:
         [
             f"dask: {r['workers']} workers, {r['partitions']} partitions x {r['keys_per_partition']:,} keys "
             f"-> {r['label']}",
-            f"  workers writing : {r['keys']:,} keys in {r['write_s']:.3f} s = {r['keys_per_s']:,.0f} keys/s",
-            f"  whole job       : {r['job_s']:.3f} s = {r['job_keys_per_s']:,.0f} keys/s",
-            f"  commit per task : median {r['commit_s_median']:.3f} s, max {r['commit_s_max']:.3f} s",
-            f"  one process     : {r['baseline_keys_per_s']:,.0f} keys/s (set_many); "
-            f"workers / one process = {r['ratio']:.2f}",
+            *write_lines(r, "workers"),
         ]
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m context_framework.bench.engine_dask", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("url", help="store URL (redis://, postgresql://, mysql://, sqlite:///path)")
+    parser = engine_parser("python -m context_framework.bench.engine_dask", __doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--keys", type=int, default=10_000, help="keys written per partition")
-    parser.add_argument("--batch-size", type=int, default=10_000)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     result = run_dask_bench(
         args.url,

@@ -31,7 +31,6 @@ exactly the keys written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -39,28 +38,29 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from .engine_dask import store_kind
-from .targets import LABELS, open_target
+from .engine_figures import (
+    TIMING_COLUMNS,
+    checked_baseline,
+    engine_parser,
+    result_header,
+    timed_row_writes,
+    write_figures,
+    write_lines,
+)
+from .targets import open_target, store_kind
 
 __all__ = ["format_spark_bench", "run_spark_bench"]
 
-_TIMINGS = "pid long, start long, added long, end long, keys long"
+_TIMINGS = ", ".join(f"{c} long" for c in TIMING_COLUMNS)
 
 
 def _timed_writes(frame: Any, ctx: Any) -> Any:
     """One task: the spec's values for every row of the partition, then the commit; timings back."""
     import pandas as pd
 
-    clock = time.perf_counter_ns
-    start = clock()
+    start = time.perf_counter_ns()
     labels = frame["id"].tolist()
-    ctx.add_row_context(labels, [{"meta": f"value_{i}"} for i in labels])
-    added = clock()
-    keys = ctx.commit()
-    end = clock()
-    return pd.DataFrame(
-        {"pid": [os.getpid()], "start": [start], "added": [added], "end": [end], "keys": [keys]}
-    )
+    return pd.DataFrame(timed_row_writes(ctx, labels, labels, start))
 
 
 def _warm(frame: Any, ctx: Any) -> Any:
@@ -70,14 +70,6 @@ def _warm(frame: Any, ctx: Any) -> Any:
     ctx.store.count()
     zero = [0]
     return pd.DataFrame({"pid": [os.getpid()], "start": zero, "added": zero, "end": zero, "keys": zero})
-
-
-def _baseline(store: Any, total: int, batch_size: int) -> float:
-    """Keys per second for one process writing the same entries with ``set_many``."""
-    start = time.perf_counter()
-    for lo in range(0, total, batch_size):
-        store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(lo, min(lo + batch_size, total))])
-    return total / (time.perf_counter() - start)
 
 
 def _per_call(adapter: Any, n: int) -> float:
@@ -138,33 +130,14 @@ def run_spark_bench(
         job_start = time.perf_counter()
         timings = adapter.map_partitions_with_context(_timed_writes, _TIMINGS).toPandas()
         job_s = time.perf_counter() - job_start
-        stored = store.count()
-        if stored != total or int(timings["keys"].sum()) != total:
-            raise RuntimeError(f"the store holds {stored} keys after writing {total}")
-        store.clear()
-        baseline = _baseline(store, total, batch_size)
+        baseline = checked_baseline(store, timings, total, batch_size)
         store.clear()
         per_call = _per_call(adapter, keys_per_partition)
-    write_s = (int(timings["end"].max()) - int(timings["start"].min())) / 1e9
-    commit_s = (timings["end"] - timings["added"]) / 1e9
     return {
-        "engine": "spark",
-        "store": kind,
-        "label": LABELS[kind],
+        **result_header("spark", kind),
         "master": master,
         "executor_processes": int(timings["pid"].nunique()),
-        "partitions": partitions,
-        "keys_per_partition": keys_per_partition,
-        "keys": total,
-        "batch_size": batch_size,
-        "write_s": write_s,
-        "keys_per_s": total / write_s,
-        "job_s": job_s,
-        "job_keys_per_s": total / job_s,
-        "commit_s_median": float(commit_s.median()),
-        "commit_s_max": float(commit_s.max()),
-        "baseline_keys_per_s": baseline,
-        "ratio": total / write_s / baseline,
+        **write_figures(timings, job_s, baseline, partitions, keys_per_partition, batch_size),
         "per_call_keys_per_s": per_call,
     }
 
@@ -176,29 +149,17 @@ def format_spark_bench(result: dict[str, Any]) -> str:
         [
             f"spark {r['master']}: {r['partitions']} partitions x {r['keys_per_partition']:,} keys "
             f"-> {r['label']} ({r['executor_processes']} executor processes)",
-            f"  executors writing : {r['keys']:,} keys in {r['write_s']:.3f} s "
-            f"= {r['keys_per_s']:,.0f} keys/s",
-            f"  whole job         : {r['job_s']:.3f} s = {r['job_keys_per_s']:,.0f} keys/s",
-            f"  commit per task   : median {r['commit_s_median']:.3f} s, max {r['commit_s_max']:.3f} s",
-            f"  one process       : {r['baseline_keys_per_s']:,.0f} keys/s (set_many); "
-            f"executors / one process = {r['ratio']:.2f}",
+            *write_lines(r, "executors"),
             f"  driver per call   : {r['per_call_keys_per_s']:,.0f} keys/s (add_context loop)",
         ]
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m context_framework.bench.engine_spark", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("url", help="store URL (redis://, postgresql://, mysql://, sqlite:///path)")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--keys", type=int, default=10_000, help="keys written per partition")
+    parser = engine_parser("python -m context_framework.bench.engine_spark", __doc__.split("\n\n")[0])
     parser.add_argument(
         "--cores", type=int, default=None, help="tasks at once (default: partitions, <= CPUs)"
     )
-    parser.add_argument("--batch-size", type=int, default=10_000)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     result = run_spark_bench(
         args.url,

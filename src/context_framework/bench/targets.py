@@ -23,6 +23,7 @@ __all__ = [
     "parse_stores",
     "probe",
     "server_url",
+    "store_kind",
     "tag",
 ]
 
@@ -50,6 +51,23 @@ def parse_stores(text: str) -> tuple[str, ...]:
     if not stores:
         raise ValueError(f"no store given; choose from {', '.join(STORES)}")
     return stores
+
+
+def store_kind(url: str) -> str:
+    """The ``ctx bench`` store name of a URL other processes can share (``redis://`` -> ``"redis"``...)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("redis"):
+        return "redis-cluster" if "+cluster" in scheme else "redis"
+    if scheme.startswith("postgres"):
+        return "postgres"
+    if scheme.startswith("mysql") or scheme.startswith("mariadb"):
+        return "mysql"
+    if scheme == "sqlite":
+        return "sqlite"
+    raise ValueError(
+        f"{url.split('://', 1)[0]}:// cannot be shared by worker processes; "
+        "use redis://, postgresql://, mysql:// or sqlite:///path"
+    )
 
 
 def tag() -> str:
