@@ -275,11 +275,7 @@ def _context_task(part: pd.DataFrame, *, _job: _Job, partition_info: Any = None)
         row_column=job.row_column,
     )
     if job.kind == "summary":
-        if job.fn is None:
-            summary = ctx.summarize(job.columns)
-        else:
-            summary = dict(job.fn(part))
-            ctx.add_partition_context(summary)
+        summary = ctx.record_summary(job.fn, part, job.columns)
         ctx.commit()
         return pd.Series([summary], index=[number], dtype=object)
     result = job.fn(part, ctx, *job.args, **job.kwargs)  # type: ignore[misc]

@@ -16,7 +16,7 @@ Both engines use the same keys: ``("dataset",)``, ``("column", name)``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..base_store import ContextStore, Metadata
@@ -122,6 +122,18 @@ class PartitionTaskContext(PartitionKeys, PartitionContext):
                 f"use ctx.partition_key(...) or ('partition', {self.number}, ...)"
             )
         return part
+
+    def summarize(self, columns: Iterable[Any] | None = None) -> dict[str, Any]:
+        """Record the engine's built-in summary as this partition's context; return it."""
+        raise NotImplementedError
+
+    def record_summary(self, fn: Callable[[Any], Mapping[str, Any]] | None, data: Any, columns: Any) -> Any:
+        """Record ``fn(data)``, or :meth:`summarize` of ``columns``, as ``("partition", i)``; return it."""
+        if fn is None:
+            return self.summarize(columns)
+        summary = dict(fn(data))
+        self.add_partition_context(summary)
+        return summary
 
     def _add_rows(self, labels: list[Any], metadata: Any) -> int:
         """Record ``metadata`` (one dict, or one per label) under ``("row", label)``; return how many."""

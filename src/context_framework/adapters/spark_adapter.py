@@ -390,11 +390,7 @@ class _Job:
         """Run the job on one partition and commit; return (entries written, result)."""
         result: Any = None
         if self.kind == "summary":
-            if self.fn is None:
-                result = ctx.summarize(self.columns)
-            else:
-                result = dict(self.fn(data))
-                ctx.add_partition_context(result)
+            result = ctx.record_summary(self.fn, data, self.columns)
         else:
             result = self.fn(data, ctx)  # type: ignore[misc]
             if self.kind == "map" and ctx.table is None:
