@@ -307,16 +307,7 @@ def _redis_cases(
     finally:
         probe.close()
     label = "raw redis-py (cluster)" if store == "redis-cluster" else "raw redis-py"
-    baselines = _raw_cases(
-        store,
-        label,
-        modes,
-        sizes,
-        lambda: raw.raw_per_call(url, sizes["per-call"]),
-        lambda: raw.raw_batch(url, sizes["batch"]),
-    )
-    ours = _our_cases(store, url, df, modes, sizes, workdir, {"per-call": label, "batch": label})
-    return _interleave(baselines, ours)
+    return _server_vs_raw(store, url, label, raw, df, modes, sizes, workdir)
 
 
 def _sql_cases(
@@ -328,6 +319,21 @@ def _sql_cases(
     label = "raw psycopg (jsonb)" if postgres else "raw PyMySQL"
     probe = (raw._pg_connect if postgres else raw._my_connect)(url)  # fail early if unreachable
     probe.close()
+    return _server_vs_raw(store, url, label, raw, df, modes, sizes, workdir)
+
+
+def _server_vs_raw(
+    store: str,
+    url: str,
+    label: str,
+    raw: Any,
+    df: Any,
+    modes: tuple[str, ...],
+    sizes: dict[str, int],
+    workdir: str,
+) -> list[Case]:
+    """Our rows for a server store, each after the raw client's row (``raw``: a baseline module
+    with ``raw_per_call(url, n)`` and ``raw_batch(url, n)``) that it is compared with."""
     baselines = _raw_cases(
         store,
         label,

@@ -547,6 +547,11 @@ class CachedStore(WrapperStore):
             ckey: Any = key
         else:
             ckey = _canonical(key)
+        return self._get_normalized(ckey, default, key)
+
+    def _get_normalized(self, ckey: Any, default: Any = None, key: Any = None) -> Metadata | None:
+        """``get`` for a key already in canonical form (adapters call this directly;
+        ``key`` None: the inner store gets ``ckey`` too)."""
         entry = self._data.get(ckey)
         if entry is not None and (self._ttl is None or entry[2] > monotonic()):
             entry[1] = True
@@ -558,20 +563,6 @@ class CachedStore(WrapperStore):
                 return _thaw(value)
             return value.copy()  # type: ignore[no-any-return]
         return self._miss(ckey, key, default)
-
-    def _get_normalized(self, ckey: Any, default: Any = None) -> Metadata | None:
-        """``get`` for a key already in canonical form (adapters call this directly)."""
-        entry = self._data.get(ckey)
-        if entry is not None and (self._ttl is None or entry[2] > monotonic()):
-            entry[1] = True
-            self._hits[0] += 1
-            value = entry[0]
-            if value is None:
-                return default  # type: ignore[no-any-return]
-            if None in value:
-                return _thaw(value)
-            return value.copy()  # type: ignore[no-any-return]
-        return self._miss(ckey, None, default)
 
     def _miss(self, ckey: Any, key: Any, default: Any) -> Metadata | None:
         """Read through to ``inner`` and cache what it holds (``key`` None: use ``ckey``)."""
