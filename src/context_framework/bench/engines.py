@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .targets import LABELS, cluster_url, tag
+from .targets import LABELS, cluster_url, parse_choices, tag
 
 __all__ = [
     "DASK_PROCESSES",
@@ -63,13 +63,7 @@ def parse_engines(text: str) -> tuple[str, ...]:
     names = [s.strip().lower() for s in text.split(",") if s.strip()]
     if "all" in names:
         names = [*ENGINES, *(n for n in names if n != "all")]
-    engines = tuple(dict.fromkeys(names))
-    choices = f"{', '.join(ENGINES)} or all"
-    bad = [e for e in engines if e not in ENGINES]
-    if bad:
-        raise ValueError(f"unknown engine(s) {', '.join(bad)}; choose from {choices}")
-    if not engines:
-        raise ValueError(f"no engine given; choose from {choices}")
+    engines = parse_choices(",".join(names), ENGINES, "engine", f"{', '.join(ENGINES)} or all")
     return tuple(e for e in ENGINES if e in engines)
 
 

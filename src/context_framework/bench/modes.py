@@ -37,13 +37,9 @@ CACHE = 10_000
 
 def parse_modes(text: str) -> tuple[str, ...]:
     """``"per-call,batch"`` -> ``("per-call", "batch")``; ``ValueError`` naming unknown modes."""
-    modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise ValueError(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
-    if not modes:
-        raise ValueError(f"no mode given; choose from {', '.join(MODES)}")
-    return modes
+    from .targets import parse_choices
+
+    return parse_choices(text, MODES, "mode")
 
 
 def wrappers_unavailable() -> str | None:

@@ -30,6 +30,8 @@ import time
 import uuid
 from typing import Any
 
+from .targets import timed_batch
+
 __all__ = ["main", "ours_batch", "ours_per_call", "raw_batch", "raw_per_call"]
 
 _BATCH = 1000
@@ -150,17 +152,11 @@ def ours_batch(url: str, n: int) -> tuple[float, float]:
     """``set_many`` then ``get_many`` of ``n`` entries; returns ``(write_s, read_s)``."""
     store = _open_store(url, _tag())
     try:
-        start = time.perf_counter()
-        store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(n)])
-        mid = time.perf_counter()
-        values = store.get_many([("row", i) for i in range(n)])
-        end = time.perf_counter()
-        if n and values[-1] != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("RedisContextStore read back the wrong value")
+        timing = timed_batch(store, n)
         store.clear()
     finally:
         store.close()
-    return mid - start, end - mid
+    return timing
 
 
 def measure(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 3) -> dict[str, Any]:

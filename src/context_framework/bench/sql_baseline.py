@@ -44,6 +44,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .targets import timed_batch
+
 __all__ = ["main", "run"]
 
 Timing = tuple[float, float]  # (write seconds, read seconds)
@@ -254,17 +256,11 @@ def ours_batch(url: str, n: int, json_column: bool = True) -> Timing:
     table = f"cfours_{uuid.uuid4().hex[:10]}"
     store = DBContextStore(url, table=table, json_column=json_column)
     try:
-        start = time.perf_counter()
-        store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(n)])
-        mid = time.perf_counter()
-        values = store.get_many([("row", i) for i in range(n)])
-        end = time.perf_counter()
-        if n and values[-1] != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("DBContextStore read back the wrong value")
+        timing = timed_batch(store, n)
     finally:
         store.close()
         _drop_store_table(url, table)
-    return mid - start, end - mid
+    return timing
 
 
 # --------------------------------------------------------------------------- driver

@@ -26,6 +26,8 @@ import tempfile
 import time
 from typing import Any
 
+from .targets import timed_batch
+
 __all__ = ["ours_batch", "ours_per_call", "raw_sqlite_batch", "raw_sqlite_per_call"]
 
 _UPSERT = "INSERT INTO kv VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v"
@@ -129,14 +131,8 @@ def ours_batch(path: str, n: int, synchronous: str = "NORMAL") -> tuple[float, f
 
     _remove(path)
     with SQLiteContextStore(path, synchronous=synchronous) as store:
-        start = time.perf_counter()
-        store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(n)])
-        mid = time.perf_counter()
-        values = store.get_many([("row", i) for i in range(n)])
-        end = time.perf_counter()
-        if n and values[-1] != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("SQLiteContextStore read back the wrong value")
-    return mid - start, end - mid
+        timing = timed_batch(store, n)
+    return timing
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,11 +20,13 @@ __all__ = [
     "SERVER_STORES",
     "STORES",
     "open_target",
+    "parse_choices",
     "parse_stores",
     "probe",
     "server_url",
     "store_kind",
     "tag",
+    "timed_batch",
 ]
 
 #: Stores ``ctx bench`` knows, in the order of its table.
@@ -42,15 +44,38 @@ LABELS = {
 }
 
 
+def parse_choices(text: str, choices: tuple[str, ...], what: str, hint: str = "") -> tuple[str, ...]:
+    """A comma list of ``choices`` (first-seen order, repeats dropped); ``ValueError`` naming
+    the unknown ones, or saying that none was given. ``hint``: how to name the choices."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    hint = hint or ", ".join(choices)
+    bad = [n for n in names if n not in choices]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {', '.join(bad)}; choose from {hint}")
+    if not names:
+        raise ValueError(f"no {what} given; choose from {hint}")
+    return names
+
+
 def parse_stores(text: str) -> tuple[str, ...]:
     """``"memory, sqlite"`` -> ``("memory", "sqlite")``; ``ValueError`` naming unknown stores."""
-    stores = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [s for s in stores if s not in STORES]
-    if bad:
-        raise ValueError(f"unknown store(s) {', '.join(bad)}; choose from {', '.join(STORES)}")
-    if not stores:
-        raise ValueError(f"no store given; choose from {', '.join(STORES)}")
-    return stores
+    return parse_choices(text, STORES, "store")
+
+
+def timed_batch(store: Any, n: int) -> tuple[float, float]:
+    """``set_many`` then ``get_many`` of ``n`` entries on ``store``: ``(write_s, read_s)``.
+
+    The values read back are checked, so a run that silently lost writes cannot report a time."""
+    import time
+
+    start = time.perf_counter()
+    store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(n)])
+    mid = time.perf_counter()
+    values = store.get_many([("row", i) for i in range(n)])
+    end = time.perf_counter()
+    if n and values[-1] != {"meta": f"value_{n - 1}"}:
+        raise AssertionError(f"{type(store).__name__} read back the wrong value")
+    return mid - start, end - mid
 
 
 def store_kind(url: str) -> str:
