@@ -41,7 +41,15 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..base_store import ContextStore, Metadata, Number, apply_increment, check_increment, iter_pairs
+from ..base_store import (
+    ContextStore,
+    Metadata,
+    Number,
+    apply_increment,
+    check_increment,
+    increment_result,
+    iter_pairs,
+)
 from ..exceptions import (
     ContextConfigurationError,
     ContextError,
@@ -319,8 +327,6 @@ class BufferedStore(WrapperStore):
         with buf.lock:
             current = buf.lookup(self._namespace, ckey)
             if current is not _MISSING:
-                from ..base_store import increment_result
-
                 new = apply_increment(None if current is _DELETED else _thaw(current), key, field, by)
                 result = increment_result(new, key, field)
                 self._check_merged_size(new)
