@@ -285,7 +285,7 @@ BAD_KEYS = [
     ((), ContextKeyError, r"unknown context key \(\)"),
     ("A", ContextKeyError, r"unknown context key 'A'"),
     (3, ContextKeyError, r"unknown context key 3"),
-    (["row", 1], ContextKeyError, r"unknown context key \['row', 1\]"),
+    (["row", 1], ContextKeyError, r"use a tuple, \('row', 1\), instead of \['row', 1\]"),
     (("row", [1]), UnsupportedKeyError, r"use a tuple"),
 ]
 

@@ -13,16 +13,25 @@ from typing import Any
 
 from .._gc import gc_paused
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number, iter_pairs
+from ..exceptions import ContextKeyError
 from ..in_memory_context_store import InMemoryContextStore
 from ..keys import Key
 
-__all__ = ["DATASET_KEY", "BaseContextAdapter"]
+__all__ = ["DATASET_KEY", "BaseContextAdapter", "cell_form_error"]
 
 #: What an adapter needs of a store (checked when the adapter is made).
 _STORE_METHODS = ("set", "get", "delete", "set_many", "get_many", "delete_many", "items")
 
 #: The key of the metadata that describes the whole data structure.
 DATASET_KEY: tuple[str] = ("dataset",)
+
+
+def cell_form_error(key: Any, label: Any, name: Any) -> ContextKeyError:
+    """The error for a cell key written in another shape than ``("row", label, "column", name)``."""
+    return ContextKeyError(
+        f"a cell key is ('row', label, 'column', name): write {('row', label, 'column', name)!r}, "
+        f"not {key!r}"
+    )
 
 
 class BaseContextAdapter:

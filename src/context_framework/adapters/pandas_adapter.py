@@ -92,7 +92,7 @@ from .annotations import (
     AnnotationStore,
     index_fingerprint,
 )
-from .base_adapter import DATASET_KEY, BaseContextAdapter
+from .base_adapter import DATASET_KEY, BaseContextAdapter, cell_form_error
 from .row_sets import RowSet
 
 __all__ = ["AnnotationIndexError", "PandasContextAdapter"]
@@ -223,10 +223,14 @@ class PandasContextAdapter(BaseContextAdapter):
                 return ("row", self._row_label(key[1], key))
             if len(key) == 4 and key[2] == "column":
                 return ("row", self._row_label(key[1], key), "column", self._column(key[3], key))
+            if len(key) == 3 and key[2] != "column":
+                raise cell_form_error(key, key[1], key[2])
             raise ContextKeyError(
                 f"a row key is ('row', label) and a cell key is ('row', label, 'column', name); got {key!r}"
             )
         if kind == "column":
+            if len(key) == 4 and key[2] == "row":
+                raise cell_form_error(key, key[3], key[1])
             if len(key) != 2:
                 raise ContextKeyError(f"a column key is ('column', name); got {key!r}")
             return ("column", self._column(key[1], key))
@@ -234,6 +238,8 @@ class PandasContextAdapter(BaseContextAdapter):
             if len(key) != 1:
                 raise ContextKeyError(f"the whole-frame key is ('dataset',); got {key!r}")
             return DATASET_KEY
+        if kind == "cell" and len(key) == 3 and self.strict:
+            raise cell_form_error(key, key[1], key[2])
         return self._free_form(key)
 
     def validate_keys(self, keys: Any) -> list[Key]:
@@ -272,6 +278,10 @@ class PandasContextAdapter(BaseContextAdapter):
         self._hot_index = self._range_index if annotations is None else None
 
     def _free_form(self, key: Any) -> Key:
+        if type(key) is list:
+            raise UnsupportedKeyError(
+                f"a context key is a tuple, not a list: use a tuple, {tuple(key)!r}, instead of {key!r}"
+            )
         try:
             norm = normalize_key(key)
         except UnsupportedKeyError:

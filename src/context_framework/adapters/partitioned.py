@@ -23,7 +23,7 @@ from ..base_store import ContextStore, Metadata
 from ..distributed import PARTITION, PartitionContext
 from ..exceptions import ContextKeyError, LabelNotFoundError
 from ..keys import Key, normalize_key
-from .base_adapter import DATASET_KEY, BaseContextAdapter
+from .base_adapter import DATASET_KEY, BaseContextAdapter, cell_form_error
 
 __all__ = ["KINDS", "PartitionKeys", "PartitionTaskContext", "PartitionedAdapter", "free_form_key", "records"]
 
@@ -68,9 +68,13 @@ class PartitionKeys:
                 return ("row", self._row_label(key[1], key))
             if len(key) == 4 and key[2] == "column":
                 return ("row", self._row_label(key[1], key), "column", self._column_name(key[3], key))
+            if len(key) == 3 and key[2] != "column":
+                raise cell_form_error(key, key[1], key[2])
             raise ContextKeyError(
                 f"a row key is ('row', label) and a cell key is ('row', label, 'column', name); got {key!r}"
             )
+        if kind == "column" and len(key) == 4 and key[2] == "row":
+            raise cell_form_error(key, key[3], key[1])
         if kind == "column" and len(key) == 2:
             return ("column", self._column_name(key[1], key))
         if kind == "dataset" and len(key) == 1:
