@@ -191,6 +191,49 @@ def _canonical_batch(keys: Iterable[Any]) -> list[Any]:
     return out
 
 
+def _entries(pairs: list[Any], store: InMemoryContextStore) -> dict[Any, Any]:
+    """``{canonical key: entry}`` for a list of ``(key, value)`` pairs, every one validated.
+
+    The last value of a repeated key wins, as on every store.
+    """
+    limit, max_size = store._fast_len, store.max_value_size
+    batch: dict[Any, Any] = {}
+    for pair in pairs:
+        if type(pair) is not tuple or len(pair) != 2:
+            list(iter_pairs(pairs))  # raises the error that names the item
+        key, value = pair
+        if not (
+            type(key) is tuple
+            and len(key) == 2
+            and type(key[0]) is str
+            and type(key[1]) is int
+            and key[0].isascii()
+            and -_INT_LIMIT < key[1] < _INT_LIMIT
+        ):
+            key = _canonical(key)
+        if type(value) is dict and len(value) <= FAST_FIELDS:
+            for k, v in value.items():  # _fast_entry, inlined
+                tv = type(v)
+                if tv is str:
+                    if len(v) > limit or not v.isascii():
+                        break
+                elif tv is int:
+                    if not _INT_MIN <= v <= _INT_MAX:
+                        break
+                elif tv is float:
+                    if v - v != 0.0:
+                        break
+                elif not (tv is bool or v is None):
+                    break
+                if type(k) is not str or len(k) > limit or not k.isascii():
+                    break
+            else:
+                batch[key] = value.copy()
+                continue
+        batch[key] = _freeze(prepare_value(value, max_size))
+    return batch
+
+
 class _ClosedData(dict):  # type: ignore[type-arg]
     """Stands in for the data of a closed store: every access raises."""
 
@@ -341,34 +384,39 @@ class InMemoryContextStore(BaseContextStore):
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
     ) -> None:
-        max_size, limit = self.max_value_size, self._fast_len
+        """Store many entries in one atomic step; nothing is stored if any key or value is bad.
+
+        One loop with the ``("row", int)`` key shape and :func:`_fast_entry`'s value
+        checks inlined (no call per entry on the common path).
+        """
         with gc_paused():
-            pairs = list(iter_pairs(items))
-            ckeys = _canonical_batch([k for k, _ in pairs])
-            entries: list[Any] = []
-            append = entries.append
-            for _, value in pairs:
-                entry = _fast_entry(value, limit)
-                append(entry if entry is not None else _freeze(prepare_value(value, max_size)))
-            self._data.update(zip(ckeys, entries))  # one atomic step: all or nothing
+            batch = _entries(items if type(items) is list else list(iter_pairs(items)), self)
+            self._data.update(batch)  # one atomic step: all or nothing
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         data = self._data
+        get = data.get
         out: list[Metadata | None] = []
+        append = out.append
         with gc_paused():
-            out.extend(self._get_many(data, _canonical_batch(keys)))
+            for key in keys:
+                if not (
+                    type(key) is tuple
+                    and len(key) == 2
+                    and type(key[0]) is str
+                    and type(key[1]) is int
+                    and key[0].isascii()
+                    and -_INT_LIMIT < key[1] < _INT_LIMIT
+                ):
+                    key = _canonical(key)
+                entry = get(key)
+                if entry is None:
+                    append(None)
+                elif None in entry:
+                    append(_thaw(entry))
+                else:
+                    append(entry.copy())
         return out
-
-    @staticmethod
-    def _get_many(data: dict[Any, Any], ckeys: list[Any]) -> Iterator[Metadata | None]:
-        for ckey in ckeys:
-            entry = data.get(ckey)
-            if entry is None:
-                yield None
-            elif None in entry:
-                yield _thaw(entry)
-            else:
-                yield entry.copy()
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         ckeys = _canonical_batch(keys)
