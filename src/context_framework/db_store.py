@@ -370,7 +370,7 @@ class _Target:
         self.scheme = scheme
         postgres = self.dialect == "postgresql"
         host, self.port = split_host(parts.hosts, 5432 if postgres else 3306, url)
-        self.host = host.lower() or None
+        self.host = (host if host.startswith("/") else host.lower()) or None  # "/...": a socket folder
         self.user = parts.user
         self.password = parts.password
         if not postgres and not _latin1(parts.password or ""):

@@ -10,8 +10,8 @@ register a store class under the entry-point group ``context_framework.stores``:
     mystore = "mypackage.stores:MyStore"
 
 A store class opened by URL must provide ``from_url(url, **options)``
-(``BaseContextStore`` subclasses get one from :class:`UrlOptions`-style
-parsing in their own module).
+(``BaseContextStore`` subclasses inherit one, built on :mod:`context_framework.urls`;
+they override ``_parse_url`` when their URL has a host or a path).
 
 Query parameters common to every store: ``namespace`` and ``max_value_size``.
 """

@@ -45,7 +45,7 @@ WRAPPER_OPTIONS: dict[str, type] = {"buffer": int, "flush_interval": float, "cac
 
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_END = re.compile(r"[\s'\"]")  # where a URL written into a message ends
-_SECRET_OPTION = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+_SECRET_OPTION = re.compile(r"([?&][^=&#]*password[^=&#]*=)([^&#]*)", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- masking
@@ -63,28 +63,31 @@ def _userinfo_end(rest: str) -> int:
     return rest.rfind("@", 0, query if query >= 0 else len(rest))
 
 
+def _password_span(rest: str) -> tuple[int, int] | None:
+    """Where the password is in ``rest`` (the URL after ``://``), if it has one."""
+    at = _userinfo_end(rest)
+    colon = rest.find(":", 0, at) if at >= 0 else -1
+    return (colon + 1, at) if colon >= 0 else None
+
+
 def mask_url(url: str) -> str:
     """``url`` with its password (and any ``password=`` option) shown as ``***``."""
     head, sep, rest = url.partition("://")
     if not sep:  # not a URL: hide whatever could be credentials ("redis:u:pw@h")
         first, last = url.find(":"), url.rfind("@")
         return f"{url[: first + 1]}{MASK}{url[last:]}" if 0 <= first < last else url
-    at = _userinfo_end(rest)
-    if at >= 0 and ":" in rest[:at]:
-        rest = f"{rest[:at].partition(':')[0]}:{MASK}{rest[at:]}"
+    span = _password_span(rest)
+    if span is not None:
+        rest = rest[: span[0]] + MASK + rest[span[1] :]
     return head + sep + _SECRET_OPTION.sub(rf"\1{MASK}", rest)
 
 
 def _passwords(url: str) -> list[str]:
     """The password of ``url`` as written (and its ``password=`` options): the secrets to hide."""
     rest = url.partition("://")[2]
-    found = []
-    at = _userinfo_end(rest)
-    if at >= 0 and ":" in rest[:at]:
-        found.append(rest[:at].partition(":")[2])
-    for match in re.finditer(r"[?&][^=&#]*password[^=&#]*=([^&#]*)", rest, re.IGNORECASE):
-        found.append(match.group(1))
-    return found
+    span = _password_span(rest)
+    found = [rest[span[0] : span[1]]] if span is not None else []
+    return found + [match.group(2) for match in _SECRET_OPTION.finditer(rest)]
 
 
 def _forms(secret: str) -> set[str]:
