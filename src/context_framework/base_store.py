@@ -38,6 +38,7 @@ from .exceptions import (
     UnsupportedKeyError,
 )
 from .keys import Key, encode_key
+from .urls import COMMON_OPTIONS, coerce_option, mask_url, read_options, split_options
 from .values import DEFAULT_MAX_VALUE_SIZE, check_size, dumps_json, prepare_value
 
 __all__ = [
@@ -383,24 +384,30 @@ class BaseContextStore(ABC):
     @classmethod
     def from_url(cls: type[S], url: str, **options: Any) -> S:
         """Open the store described by ``url``; keyword ``options`` override the query."""
-        from .registry import split_options
-
         base, query = split_options(url)
         kwargs = cls._parse_url(base)
-        accepted = {"namespace": str, "max_value_size": int, **cls.url_options}
-        for name, raw in query.items():
-            if name not in accepted:
-                raise ContextConfigurationError(
-                    f"unknown option {name!r} in store URL; "
-                    f"{cls.__name__} accepts: {', '.join(sorted(accepted))}"
-                )
-            kwargs[name] = _coerce_option(name, raw, accepted[name])
+        kwargs.update(read_options(query, cls._url_option_types(), cls.__name__))
         kwargs.update(options)
         return cls(**kwargs)
 
     @classmethod
+    def _url_option_types(cls) -> dict[str, type]:
+        """Every query option this store's URL takes, with its type."""
+        return {**COMMON_OPTIONS, **cls.url_options}
+
+    @classmethod
     def _parse_url(cls, base: str) -> dict[str, Any]:
-        """Constructor arguments from the URL without its query (host, path...)."""
+        """Constructor arguments from the URL without its query (host, path...).
+
+        This default is for stores that live nowhere in particular (memory):
+        their URL is ``scheme://`` and options, nothing else.
+        """
+        scheme, _, rest = base.partition("://")
+        if rest not in ("", "/"):
+            raise ContextConfigurationError(
+                f"a {cls.__name__} URL has no host, credentials or path: write {scheme}://?namespace=..., "
+                f"got {mask_url(base)!r}"
+            )
         return {}
 
     # ------------------------------------------------------------------ pickling / repr
@@ -428,20 +435,4 @@ def _reopen(cls: type[BaseContextStore], config: dict[str, Any], namespace: str)
     return cls(**config)
 
 
-def _coerce_option(name: str, raw: str, kind: type) -> Any:
-    if kind is str:
-        return raw
-    if raw.lower() in ("none", "null") and name == "max_value_size":
-        return None
-    try:
-        if kind is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        return kind(raw)
-    except ValueError:
-        raise ContextConfigurationError(
-            f"store URL option {name}={raw!r} is not a valid {kind.__name__}"
-        ) from None
+_coerce_option = coerce_option  # the old name, kept for code that imported it

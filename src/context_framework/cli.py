@@ -105,21 +105,41 @@ def _check_plot_target(path: str) -> None:
         raise UsageError(f"--plot writes a .png (or .svg, .pdf) file, got {path!r}")
 
 
+def _bench_urls(args: argparse.Namespace) -> list[str]:
+    """Every server URL the benchmark may use: its passwords never appear in what it prints."""
+    urls = [getattr(args, f"{s.replace('-', '_')}_url") or os.environ.get(env, "") for s, env in _SERVER_ENV]
+    return [u for u in [*urls, *(args.shard_urls or "").split(",")] if u]
+
+
+def _hide_passwords(value: Any, urls: list[str]) -> Any:
+    """``value`` (the benchmark's document) with every password hidden from its strings."""
+    from .urls import mask_secrets
+
+    if isinstance(value, str):
+        return mask_secrets(value, urls)
+    if isinstance(value, list):
+        return [_hide_passwords(v, urls) for v in value]
+    if isinstance(value, dict):
+        return {k: _hide_passwords(v, urls) for k, v in value.items()}
+    return value
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench.progress import Progress
     from .bench.run import format_report, run_bench
     from .exceptions import MissingDependencyError
 
+    urls = _bench_urls(args)
     try:
         options = _options(args)
     except (UsageError, MissingDependencyError) as exc:
-        print(f"ctx bench: {exc}", file=sys.stderr)
+        print(f"ctx bench: {_hide_passwords(str(exc), urls)}", file=sys.stderr)
         return 2
     if args.output:
         args.json = True
     show = not args.quiet and (not args.json or args.progress)
     progress = Progress(enabled=show, bar=True if args.progress else None)
-    doc = run_bench(options, progress)
+    doc = _hide_passwords(run_bench(options, progress), urls)
     if args.plot:
         from .bench.plot import plot_results
 

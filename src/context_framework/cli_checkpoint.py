@@ -18,34 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from .exceptions import ContextConfigurationError, ContextError, MissingDependencyError
+from .urls import mask_secrets
 
 __all__ = ["add_checkpoint_commands", "redact"]
 
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
+#: ``redact(text, urls)``: ``text`` with every URL's password (and the passwords of ``urls``) hidden.
+redact = mask_secrets
 
 
 class _Usage(ValueError):
     """A bad option value: printed, exit status 2."""
-
-
-def redact(text: str, urls: tuple[str, ...] = ()) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` (and of ``urls``) hidden."""
-    for url in urls:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
-            text = text.replace(password, "***")
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
 
 
 def _prefix(raw: str | None) -> tuple[Any, ...] | None:

@@ -256,7 +256,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from ._gc import gc_paused
 from .base_store import (
@@ -289,6 +288,7 @@ from .keys import (
     encode_namespace,
     namespace_range,
 )
+from .urls import decode, mask_secrets, mask_url, read_options, split_host, split_options, split_url
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
     check_size,
@@ -354,8 +354,8 @@ class _Target:
     def __init__(self, url: str) -> None:
         if not isinstance(url, str):
             raise ContextConfigurationError(f"a database URL must be a string, got {type(url).__name__}")
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
+        parts = split_url(url)
+        scheme = parts.scheme
         if scheme in _PG_SCHEMES:
             self.dialect = "postgresql"
         elif scheme in _MY_SCHEMES:
@@ -365,26 +365,29 @@ class _Target:
                 f"DBContextStore serves {', '.join(s + '://' for s in SCHEMES)} URLs, "
                 f"not {scheme or 'no scheme'}:// (use sqlite:/// for SQLiteContextStore)"
             )
-        if parts.query or parts.fragment:
+        if "?" in url:
             raise ContextConfigurationError("internal: the URL query must be split off first")
         self.scheme = scheme
-        try:
-            port = parts.port
-        except ValueError:
-            raise ContextConfigurationError(f"the port in {_redact(url)!r} is not a number") from None
-        self.host = unquote(parts.hostname) if parts.hostname else None
-        self.port = port or (5432 if self.dialect == "postgresql" else 3306)
-        self.user = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password is not None else None
-        path = unquote(parts.path.lstrip("/"))
-        if "/" in path:
-            raise ContextConfigurationError(f"the database name in {_redact(url)!r} contains '/'")
-        self.database = path or None
-        if self.dialect == "mysql" and not self.database:
+        postgres = self.dialect == "postgresql"
+        host, self.port = split_host(parts.hosts, 5432 if postgres else 3306, url)
+        self.host = (host if host.startswith("/") else host.lower()) or None  # "/...": a socket folder
+        self.user = parts.user
+        self.password = parts.password
+        if not postgres and not _latin1(parts.password or ""):
             raise ContextConfigurationError(
-                "a MariaDB/MySQL URL must name a database: mysql://user@host:3306/DBNAME, "
-                f"got {_redact(url)!r}"
+                f"the password in {mask_url(url)!r} has characters outside Latin-1, which the "
+                "MariaDB/MySQL driver (PyMySQL) cannot send"
             )
+        path = decode(parts.path.lstrip("/"), "database name", url)
+        if "/" in path:
+            raise ContextConfigurationError(f"the database name in {mask_url(url)!r} contains '/'")
+        if not path:  # libpq would pick a default database and create the tables there
+            raise ContextConfigurationError(
+                f"a {'PostgreSQL' if postgres else 'MariaDB/MySQL'} URL must name a database: "
+                f"{'postgresql://user@host:5432' if postgres else 'mysql://user@host:3306'}/DBNAME, "
+                f"got {mask_url(url)!r}"
+            )
+        self.database = path
 
     @property
     def server(self) -> str:
@@ -415,22 +418,21 @@ class _Target:
 
     def scrub(self, text: str) -> str:
         """``text`` with the password (if any) blanked out."""
-        if self.password:
-            text = text.replace(self.password, "***")
-            quoted = _quote(self.password)
-            if quoted != self.password:
-                text = text.replace(quoted, "***")
-        return text
+        return mask_secrets(text, secrets=(self.password,))
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _quote(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe="")
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
@@ -1854,13 +1856,9 @@ class DBContextStore(BaseContextStore):
     @classmethod
     def _options_from(cls, url: Any, given: dict[str, Any]) -> dict[str, Any]:
         """Constructor options: keywords, then the URL's query options, then defaults."""
-        from .base_store import _coerce_option
-        from .registry import split_options
-
         if not isinstance(url, str):
             raise ContextConfigurationError(f"a database URL must be a string, got {type(url).__name__}")
         base, query = split_options(url)
-        accepted = {"namespace": str, "max_value_size": int, **cls.url_options}
         options: dict[str, Any] = {
             "namespace": "",
             "max_value_size": DEFAULT_MAX_VALUE_SIZE,
@@ -1871,13 +1869,7 @@ class DBContextStore(BaseContextStore):
             "json_column": True,
             "json_index": False,
         }
-        for name, raw in query.items():
-            if name not in accepted:
-                raise ContextConfigurationError(
-                    f"unknown option {name!r} in store URL; "
-                    f"{cls.__name__} accepts: {', '.join(sorted(accepted))}"
-                )
-            options[name] = _coerce_option(name, raw, accepted[name])
+        options.update(read_options(query, cls._url_option_types(), cls.__name__))
         for name, value in given.items():
             if value is not _UNSET:
                 options[name] = value

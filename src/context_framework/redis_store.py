@@ -81,12 +81,12 @@ import inspect
 import math
 import os
 import random
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import unquote
 
 from ._gc import gc_paused
 from ._redis_lua import INCREMENT, UPDATE, Script
@@ -101,6 +101,7 @@ from .exceptions import (
     UnsupportedKeyError,
 )
 from .keys import Key, decode_key, encode_key, encode_keys, encode_namespace, encode_prefix, has_prefix
+from .urls import check_host, decode, mask_secrets, mask_url, split_host, split_url
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
     _too_large,
@@ -624,30 +625,28 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
 
 
 def _parse_hosts(text: str, url: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` pairs of a comma-separated host list (``localhost:6379`` if empty)."""
     hosts = []
     for part in text.split(","):
         part = part.strip()
-        if not part:
-            continue
-        if part.startswith("["):  # [IPv6]:port
-            host, _, rest = part[1:].partition("]")
-            port_text = rest[1:] if rest.startswith(":") else ""
-        else:
-            host, _, port_text = part.rpartition(":") if ":" in part else (part, "", "")
-        try:
-            port = int(port_text) if port_text else 6379
-        except ValueError:
-            raise ContextConfigurationError(f"bad port {port_text!r} in Redis URL {url!r}") from None
-        hosts.append((unquote(host) or "localhost", port))
+        if part:
+            host, port = split_host(part, 6379, url)
+            hosts.append((host or "localhost", port))
     return hosts or [("localhost", 6379)]
 
 
-def _split_userinfo(netloc: str) -> tuple[str, str | None, str | None]:
-    userinfo, at, hosts = netloc.rpartition("@")
-    if not at:
-        return netloc, None, None
-    user, colon, password = userinfo.partition(":")
-    return hosts, (unquote(user) or None), (unquote(password) if colon else None)
+_CERT_REQS = ("none", "optional", "required")
+
+
+def _check_cert_reqs(value: Any) -> Any:
+    """``ssl_cert_reqs`` as redis-py takes it: None, an ``ssl.VerifyMode``, or none/optional/required."""
+    if value is None or isinstance(value, ssl.VerifyMode):
+        return value
+    if isinstance(value, str) and value.lower() in _CERT_REQS:
+        return value.lower()
+    raise ContextConfigurationError(
+        f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)} (or None, or an ssl.VerifyMode), got {value!r}"
+    )
 
 
 # --------------------------------------------------------------------------- the store
@@ -713,7 +712,7 @@ class RedisContextStore(BaseContextStore):
         super().__init__(namespace=namespace, max_value_size=max_value_size)
         if not isinstance(host, str) or not host:
             raise ContextConfigurationError(f"host must be a non-empty string, got {host!r}")
-        self._host = host
+        self._host = check_host(host)
         self._port = _check_int("port", port, 1, 65535)
         self._db = _check_int("db", db, 0)
         for name, value in (("username", username), ("password", password)):
@@ -740,10 +739,12 @@ class RedisContextStore(BaseContextStore):
         self._ttl_ms = b"%d" % max(1, round(ttl * 1000)) if ttl is not None else b"0"
         self._px: tuple[bytes, ...] = (b"PX", self._ttl_ms) if ttl is not None else ()
         self._cluster = bool(cluster)
-        self._startup_nodes = [(str(h), _check_int("port", p, 1, 65535)) for h, p in (startup_nodes or ())]
+        self._startup_nodes = [
+            (check_host(str(h)), _check_int("port", p, 1, 65535)) for h, p in (startup_nodes or ())
+        ]
         self._ssl = bool(ssl)
         self._ssl_options = {
-            "ssl_cert_reqs": ssl_cert_reqs,
+            "ssl_cert_reqs": _check_cert_reqs(ssl_cert_reqs),
             "ssl_ca_certs": ssl_ca_certs,
             "ssl_certfile": ssl_certfile,
             "ssl_keyfile": ssl_keyfile,
@@ -832,8 +833,7 @@ class RedisContextStore(BaseContextStore):
         return f"{host}:{self._port}"
 
     def _scrub(self, text: str) -> str:
-        password = self._password
-        return text.replace(password, "***") if password else text
+        return mask_secrets(text, secrets=(self._password,))
 
     def _fail(self, op: str, failure: _Failure) -> ContextStoreError:
         """The ContextStoreError for ``failure`` during ``op`` (never shows the password)."""
@@ -1387,28 +1387,22 @@ class RedisContextStore(BaseContextStore):
     @classmethod
     def _parse_url(cls, base: str) -> dict[str, Any]:
         """Constructor arguments from a ``redis://``, ``rediss://``, ``unix://`` or cluster URL."""
-        scheme, sep, rest = base.partition("://")
-        scheme = scheme.lower()
-        if not sep:
-            raise ContextConfigurationError(f"not a Redis URL: {base!r}")
+        parts = split_url(base)
+        scheme = parts.scheme
+        credentials = {"username": parts.user, "password": parts.password}
         if scheme in ("unix", "redis+unix"):
-            netloc, slash, path = rest.partition("/")
-            host_text, username, password = _split_userinfo(netloc)
-            if host_text or not slash or not path:
+            if parts.hosts or not parts.path:
                 raise ContextConfigurationError(
-                    f"a Unix socket URL looks like unix:///path/to/redis.sock?db=0, got {base!r}"
+                    f"a Unix socket URL looks like unix:///path/to/redis.sock?db=0, got {mask_url(base)!r}"
                 )
-            return {"unix_socket_path": "/" + unquote(path), "username": username, "password": password}
+            return {"unix_socket_path": "/" + decode(parts.path, "socket path", base), **credentials}
         if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
-            raise ContextConfigurationError(f"not a Redis URL: {base!r}")
-        netloc, _, path = rest.partition("/")
-        hosts_text, username, password = _split_userinfo(netloc)
-        hosts = _parse_hosts(hosts_text, base)
+            raise ContextConfigurationError(f"not a Redis URL: {mask_url(base)!r}")
+        hosts = _parse_hosts(parts.hosts, base)
         kwargs: dict[str, Any] = {
             "host": hosts[0][0],
             "port": hosts[0][1],
-            "username": username,
-            "password": password,
+            **credentials,
             "ssl": scheme.startswith("rediss"),
         }
         if scheme.endswith("+cluster"):
@@ -1416,17 +1410,17 @@ class RedisContextStore(BaseContextStore):
         if len(hosts) > 1:
             if not scheme.endswith("+cluster"):
                 raise ContextConfigurationError(
-                    f"several hosts are only allowed in a redis+cluster:// URL, got {base!r}"
+                    f"several hosts are only allowed in a redis+cluster:// URL, got {mask_url(base)!r}"
                 )
             kwargs["startup_nodes"] = hosts[1:]
-        path = path.strip("/")
+        path = parts.path.strip("/")
         if path:
-            try:
-                kwargs["db"] = int(path)
-            except ValueError:
+            if not (path.isascii() and path.isdigit()):
                 raise ContextConfigurationError(
-                    f"the path of a Redis URL is the database number, got {path!r} in {base!r}"
-                ) from None
+                    "the path of a Redis URL is the database number (redis://host:6379/0), "
+                    f"got {mask_url(base)!r}"
+                )
+            kwargs["db"] = int(path)
         return kwargs
 
     def _describe(self) -> str:

@@ -10,8 +10,8 @@ register a store class under the entry-point group ``context_framework.stores``:
     mystore = "mypackage.stores:MyStore"
 
 A store class opened by URL must provide ``from_url(url, **options)``
-(``BaseContextStore`` subclasses get one from :class:`UrlOptions`-style
-parsing in their own module).
+(``BaseContextStore`` subclasses inherit one, built on :mod:`context_framework.urls`;
+they override ``_parse_url`` when their URL has a host or a path).
 
 Query parameters common to every store: ``namespace`` and ``max_value_size``.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from .exceptions import ContextConfigurationError, MissingDependencyError
+from .urls import WRAPPER_OPTIONS, coerce_option, mask_url, split_options
 
 __all__ = ["ENTRY_POINT_GROUP", "available_schemes", "open_store", "register_store"]
 
@@ -120,16 +120,8 @@ def _resolve(scheme: str) -> Any:
     return target
 
 
-def split_options(url: str) -> tuple[str, dict[str, str]]:
-    """Split ``url`` into the part before ``?`` and its query options."""
-    base, _, query = url.partition("?")
-    return base, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
-
-
 #: Scheme prefixes that stack a wrapper on the store named by the rest of the URL.
 WRAPPER_PREFIXES = ("buffered", "cached", "sharded")
-#: Query options read by :func:`open_store` itself (wrapper layers), not by the store.
-WRAPPER_OPTIONS: dict[str, type] = {"buffer": int, "flush_interval": float, "cache": int, "cache_ttl": float}
 
 
 def _peel(url: str) -> tuple[list[str], str]:
@@ -148,13 +140,11 @@ def _wrapper_options(url: str, options: dict[str, Any]) -> tuple[str, dict[str, 
     """Take the wrapper options out of the URL query and ``options``; return the rest of the URL."""
     from urllib.parse import urlencode
 
-    from .base_store import _coerce_option
-
     base, query = split_options(url)
     found: dict[str, Any] = {}
     for name, kind in WRAPPER_OPTIONS.items():
         if name in query:
-            found[name] = _coerce_option(name, query.pop(name), kind)
+            found[name] = coerce_option(name, query.pop(name), kind)
         if name in options:
             found[name] = options.pop(name)
     return (f"{base}?{urlencode(query)}" if query else base), found
@@ -174,7 +164,8 @@ def open_store(url: str, **options: Any) -> Any:
     """
     if not isinstance(url, str) or "://" not in url:
         raise ContextConfigurationError(
-            f"a store URL looks like 'memory://' or 'sqlite:///path/to/ctx.db', got {url!r}"
+            "a store URL looks like 'memory://' or 'sqlite:///path/to/ctx.db', got "
+            f"{mask_url(url) if isinstance(url, str) else url!r}"
         )
     layers, url = _peel(url)
     url, wrapping = _wrapper_options(url, options)
@@ -183,7 +174,7 @@ def open_store(url: str, **options: Any) -> Any:
 
         store = ShardedStore.from_url(url, **options)
     else:
-        scheme = urlsplit(url).scheme.lower()
+        scheme = url.partition("://")[0].lower()
         cls = _resolve(scheme)
         from_url = getattr(cls, "from_url", None)
         if from_url is None:

@@ -76,7 +76,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import repeat
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote
 
 from ._gc import gc_paused
 from .base_store import (
@@ -105,6 +104,7 @@ from .keys import (
     encode_namespace,
     namespace_range,
 )
+from .urls import decode, mask_url, split_url
 from .values import (
     DEFAULT_MAX_VALUE_SIZE,
     check_size,
@@ -483,7 +483,8 @@ class SQLiteContextStore(BaseContextStore):
     def _driver_error(self, op: str, exc: sqlite3.Error) -> ContextStoreError:
         if self._closed or (isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower()):
             return ContextStoreClosedError(f"{self!r} is closed; open a new store to continue")
-        return ContextStoreError(f"{self!r}: {op} failed: {type(exc).__name__}: {exc}")
+        hint = _open_hint(self._path) if op == "open" and "unable to open" in str(exc) else ""
+        return ContextStoreError(f"{self!r}: {op} failed: {type(exc).__name__}: {exc}{hint}")
 
     def _transaction(self, op: str, body: Callable[[Any], T], begin: str = "BEGIN IMMEDIATE") -> T:
         """Run ``body(cursor)`` in one transaction; roll back on any failure."""
@@ -764,16 +765,15 @@ class SQLiteContextStore(BaseContextStore):
     @classmethod
     def _parse_url(cls, base: str) -> dict[str, Any]:
         """``sqlite://`` or ``sqlite:///:memory:`` (memory), ``sqlite:///rel.db``, ``sqlite:////abs.db``."""
-        scheme, sep, rest = base.partition("://")
-        if scheme.lower() != "sqlite" or not sep:
-            raise ContextConfigurationError(f"not a sqlite:// URL: {base!r}")
-        if rest and not rest.startswith("/"):
+        parts = split_url(base)
+        if parts.scheme != "sqlite":
+            raise ContextConfigurationError(f"not a sqlite:// URL: {mask_url(base)!r}")
+        if parts.at or parts.hosts:
             raise ContextConfigurationError(
                 f"a SQLite URL has no host: write sqlite:///relative/path.db or "
-                f"sqlite:////absolute/path.db, got {base!r}"
+                f"sqlite:////absolute/path.db, got {mask_url(base)!r}"
             )
-        path = unquote(rest[1:])
-        return {"path": path or _MEMORY}
+        return {"path": decode(parts.path, "path", base) or _MEMORY}
 
     @property
     def path(self) -> str:
@@ -814,6 +814,22 @@ def _check_path(path: Any) -> str:
             f"SQLite URI filenames are not supported, give a plain path: {text!r}"
         )
     return os.path.abspath(text)
+
+
+def _open_hint(path: str) -> str:
+    """Why SQLite cannot open the file ``path``, when the file system tells."""
+    if path == _MEMORY:
+        return ""
+    if os.path.isdir(path):
+        return f": '{path}' is a folder, not a database file"
+    folder = os.path.dirname(path)
+    if not os.path.exists(folder):
+        return f": the folder '{folder}' does not exist"
+    if not os.path.isdir(folder):
+        return f": '{folder}' is a file, not a folder"
+    if not os.path.exists(path) and not os.access(folder, os.W_OK | os.X_OK):
+        return f": the folder '{folder}' is not writable, so the database file cannot be created"
+    return ""
 
 
 def _check_namespace_text(namespace: str) -> None:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import unquote
+from urllib.parse import urlencode
 
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number, check_prefix, iter_pairs
 from ..exceptions import (
@@ -54,6 +54,7 @@ from ..exceptions import (
     ContextStoreError,
 )
 from ..keys import Key, encode_key, encode_keys
+from ..urls import coerce_option, mask_secrets, mask_url, split_options, split_url
 from ..values import DEFAULT_MAX_VALUE_SIZE, _flat_bound, prepare_value
 
 __all__ = ["Rendezvous", "ShardedStore", "key_hash", "shard_seed"]
@@ -295,8 +296,7 @@ class ShardedStore(BaseContextStore):
             message += "; a batch is not atomic across shards: " + (
                 f"the parts for {applied} were applied" if applied else "no other shard applied its part"
             )
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
+        message = mask_secrets(message, secrets=self._secrets)
         try:
             error = kind(message)
         except Exception:
@@ -570,19 +570,19 @@ class ShardedStore(BaseContextStore):
         (SQLite files, memory) use :meth:`from_urls`.
         """
         if not isinstance(url, str) or "://" not in url:
-            raise ContextConfigurationError(f"a sharded store URL looks like redis://h1,h2/0, got {url!r}")
-        scheme, _, rest = url.partition("://")
+            raise ContextConfigurationError(
+                f"a sharded store URL looks like redis://h1,h2/0, got {_shown(url)!r}"
+            )
+        base, query = split_options(url)
+        scheme, _, rest = base.partition("://")
         if scheme.lower().startswith("sharded+"):
             scheme = scheme[len("sharded+") :]
-        rest, _, fragment = rest.partition("#")
-        rest, q, query = rest.partition("?")
-        netloc, slash, path = rest.partition("/")
-        userinfo, at, host_text = netloc.rpartition("@")
-        password = unquote(userinfo.partition(":")[2]) if at else ""
-        shown = f"{scheme}://{_scrub_userinfo(userinfo) + '@' if at else ''}{host_text}{slash}{path}"
-        query, own = _take_options(query, options)
-        _refuse_cluster(scheme, query, shown)
-        hosts = [h.strip() for h in host_text.split(",")] if host_text else []
+        base = f"{scheme}://{rest}"
+        parts = split_url(base)
+        shown = mask_url(base)
+        own = _take_options(query, options)
+        _refuse_cluster(parts.scheme, query, shown)
+        hosts = [h.strip() for h in parts.hosts.split(",")] if parts.hosts else []
         if not hosts:
             raise ContextConfigurationError(
                 f"a sharded store URL lists its hosts separated by commas "
@@ -598,13 +598,11 @@ class ShardedStore(BaseContextStore):
                 f"a sharded store URL lists two or more hosts separated by commas, got one in {shown!r}; "
                 "drop 'sharded+' to open a single store"
             )
-        tail = f"{slash}{path}{q}{query}" + (f"#{fragment}" if fragment else "")
-        urls = [f"{scheme}://{userinfo}{at}{host}{tail}" for host in hosts]
+        tail = ("/" if parts.slash else "") + parts.path + (f"?{urlencode(query)}" if query else "")
+        urls = [f"{scheme}://{parts.userinfo}{parts.at}{host}{tail}" for host in hosts]
         names = own.pop("names", None)
-        store = cls._open_all(
-            urls, names if names is not None else hosts, [password] if password else [], options, own
-        )
-        return store
+        secrets = [parts.password] if parts.password else []
+        return cls._open_all(urls, names if names is not None else hosts, secrets, options, own)
 
     @classmethod
     def from_urls(
@@ -614,22 +612,24 @@ class ShardedStore(BaseContextStore):
 
         Names default to each URL's hosts (``h1:6379``, as :meth:`from_url`
         names them) or, for URLs without a host, the URL without its query
-        and credentials; pass ``names`` when those are not unique.
+        and password; pass ``names`` when those are not unique.
         """
         if isinstance(urls, str) or not isinstance(urls, Sequence):
-            raise ContextConfigurationError(f"from_urls takes a list of store URLs, got {urls!r:.100}")
+            raise ContextConfigurationError(
+                f"from_urls takes a list of store URLs, got {_shown(urls)!r:.100}"
+            )
         urls = list(urls)
         own = {k: options.pop(k) for k in ("parallel",) if k in options}
         secrets = []
         defaults = []
         for url in urls:
             if not isinstance(url, str) or "://" not in url:
-                raise ContextConfigurationError(f"not a store URL: {url!r:.100}")
-            base = url.partition("?")[0].partition("#")[0]
-            userinfo, at, hosts = base.partition("://")[2].partition("/")[0].rpartition("@")
-            if at and ":" in userinfo:
-                secrets.append(unquote(userinfo.partition(":")[2]))
-            defaults.append(hosts or base)
+                raise ContextConfigurationError(f"not a store URL: {_shown(url)!r:.100}")
+            base = url.partition("?")[0]
+            parts = split_url(base)
+            if parts.password:
+                secrets.append(parts.password)
+            defaults.append(parts.hosts or mask_url(base))
         if names is None:
             if len(set(defaults)) != len(defaults):
                 raise ContextConfigurationError(
@@ -637,7 +637,7 @@ class ShardedStore(BaseContextStore):
                     "pass names=[...]"
                 )
             names = defaults
-        return cls._open_all(urls, names, [s for s in secrets if s], options, own)
+        return cls._open_all(urls, names, secrets, options, own)
 
     @classmethod
     def _open_all(
@@ -657,9 +657,7 @@ class ShardedStore(BaseContextStore):
                 try:
                     stores.append(open_store(url, **options))
                 except ContextStoreError as exc:
-                    message = f"opening shard {name!r} failed: {exc}"
-                    for secret in secrets:
-                        message = message.replace(secret, "***")
+                    message = mask_secrets(f"opening shard {name!r} failed: {exc}", urls, secrets)
                     raise type(exc)(message) from (exc.__cause__ or exc)
             store = cls(stores, names=names, **own)
         except BaseException:
@@ -731,39 +729,26 @@ def _check_names(names: Any, count: int) -> tuple[str, ...]:
     return names
 
 
-def _scrub_userinfo(userinfo: str) -> str:
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:***" if colon else user
+def _shown(url: Any) -> Any:
+    """``url`` as an error message may show it (without its password)."""
+    return mask_url(url) if isinstance(url, str) else url
 
 
-def _take_options(query: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _take_options(query: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
     """Take this store's own options (``names``, ``parallel``) out of the query and ``options``."""
-    from urllib.parse import parse_qsl, urlencode
-
-    from ..base_store import _coerce_option
-
     own: dict[str, Any] = {}
-    pairs = parse_qsl(query, keep_blank_values=True)
-    kept = []
-    for name, value in pairs:
-        if name == "names":
-            own["names"] = [n.strip() for n in value.split(",")]
-        elif name == "parallel":
-            own["parallel"] = _coerce_option(name, value, bool)
-        else:
-            kept.append((name, value))
+    if "names" in query:
+        own["names"] = [n.strip() for n in query.pop("names").split(",")]
+    if "parallel" in query:
+        own["parallel"] = coerce_option("parallel", query.pop("parallel"), bool)
     for name in ("names", "parallel"):
         if name in options:
             own[name] = options.pop(name)
-    return (urlencode(kept) if len(kept) != len(pairs) else query), own
+    return own
 
 
-def _refuse_cluster(scheme: str, query: str, shown: str) -> None:
-    from urllib.parse import parse_qsl
-
-    clustered = scheme.lower().endswith("+cluster") or any(
-        k == "cluster" and v.lower() in ("1", "true", "yes", "on") for k, v in parse_qsl(query)
-    )
+def _refuse_cluster(scheme: str, query: dict[str, str], shown: str) -> None:
+    clustered = scheme.endswith("+cluster") or query.get("cluster", "").lower() in ("1", "true", "yes", "on")
     if clustered:
         raise ContextConfigurationError(
             f"sharding over Redis Cluster is not supported ({shown!r}): a cluster already spreads "
