@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 import sys
@@ -565,6 +566,29 @@ def test_wrapper_atomic_updates_across_adapters_of_one_store(df: pd.DataFrame) -
         t.join()
     assert inner._store[("row", 0)]["n"] == 1200
     assert len(inner._store[("row", 0)]) == 5
+
+
+def test_one_lock_per_store_even_when_it_is_unhashable() -> None:
+    @dataclasses.dataclass
+    class DataclassStore:  # eq=True makes it unhashable
+        data: dict = dataclasses.field(default_factory=dict)
+
+        def set(self, key: Any, value: dict) -> None:
+            self.data[key] = value
+
+        def get(self, key: Any) -> dict | None:
+            return self.data.get(key)
+
+        def delete(self, key: Any) -> None:
+            self.data.pop(key, None)
+
+        def list_keys(self) -> list[Any]:
+            return list(self.data)
+
+    inner = DataclassStore()
+    first, second = wrappers.as_context_store(inner), wrappers.as_context_store(inner)
+    assert first._lock is second._lock
+    assert wrappers.as_context_store(DataclassStore())._lock is not first._lock
 
 
 def test_wrapper_pickles_with_the_users_store() -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..base_store import (
     BaseContextStore,
+    ContextStore,
     Metadata,
     Number,
     apply_increment,
@@ -72,6 +73,7 @@ NAMESPACE_MARK = "__namespace__"
 
 # One lock per user store object, shared by every wrapper of it in this process.
 _locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_locks_by_id: dict[int, threading.Lock] = {}  # for unhashable stores (a dataclass), while they live
 _locks_guard = threading.Lock()
 
 
@@ -79,16 +81,23 @@ def _lock_for(store: Any) -> threading.Lock:
     with _locks_guard:
         try:
             return _locks.setdefault(store, threading.Lock())
-        except TypeError:  # neither hashable nor weakly referenceable: a lock per wrapper
-            return threading.Lock()
+        except TypeError:
+            pass
+        lock = _locks_by_id.get(id(store))
+        if lock is None:
+            lock = threading.Lock()
+            try:
+                weakref.finalize(store, _locks_by_id.pop, id(store), None)
+            except TypeError:  # not weakly referenceable either: a lock per wrapper
+                return lock
+            _locks_by_id[id(store)] = lock
+        return lock
 
 
 def is_full_store(obj: Any) -> bool:
     """Whether ``obj`` offers the whole store API itself (no wrapper needed)."""
     if isinstance(obj, BaseContextStore):
         return True
-    from ..base_store import ContextStore
-
     cls = type(obj)
     for name in FULL_API:
         if not callable(getattr(obj, name, None)):
