@@ -38,6 +38,7 @@ def run(code: str) -> dict[str, object]:
         "context_framework.wrappers.buffered",
         "context_framework.wrappers.cached",
         "context_framework.wrappers.sharded",
+        "context_framework.wrappers.minimal",
         "context_framework.distributed",
         "context_framework.checkpoint",
         "context_framework.mpi",

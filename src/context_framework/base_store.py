@@ -58,47 +58,87 @@ S = TypeVar("S", bound="BaseContextStore")
 
 @runtime_checkable
 class ContextStore(Protocol):
-    """What every store offers. Keys are typed (see :mod:`context_framework.keys`)."""
+    """What every store offers. Keys are typed (see :mod:`context_framework.keys`).
+
+    A store written as the origin's documentation teaches may subclass this
+    protocol and implement only ``set(key, value)``, ``get(key)``,
+    ``delete(key)`` and ``list_keys()``: every other method then works, built
+    on those four by :func:`context_framework.wrappers.as_context_store`
+    (which the adapters apply to such a store anyway). A core method left out
+    raises ``NotImplementedError`` naming it; nothing returns ``None`` silently.
+    """
 
     @property
-    def namespace(self) -> str: ...
+    def namespace(self) -> str:
+        return ""
 
-    def set(self, key: Key, value: Mapping[str, Any]) -> None: ...
+    def set(self, key: Key, value: Mapping[str, Any]) -> None:
+        raise _not_implemented(self, "set(key, value)")
 
-    def get(self, key: Key, default: Any = None) -> Metadata | None: ...
+    def get(self, key: Key, default: Any = None) -> Metadata | None:
+        raise _not_implemented(self, "get(key)")
 
-    def delete(self, key: Key) -> bool: ...
+    def delete(self, key: Key) -> bool:
+        raise _not_implemented(self, "delete(key)")
 
-    def list_keys(self, prefix: tuple[Any, ...] | None = None) -> list[Key]: ...
+    def list_keys(self, prefix: tuple[Any, ...] | None = None) -> list[Key]:
+        raise _not_implemented(self, "list_keys()")
 
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
-    ) -> None: ...
+    ) -> None:
+        _completed(self).set_many(items)
 
-    def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]: ...
+    def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
+        return _completed(self).get_many(keys)  # type: ignore[no-any-return]
 
-    def delete_many(self, keys: Iterable[Key]) -> int: ...
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        return _completed(self).delete_many(keys)  # type: ignore[no-any-return]
 
-    def scan(self, prefix: tuple[Any, ...] | None = None) -> Iterator[Key]: ...
+    def scan(self, prefix: tuple[Any, ...] | None = None) -> Iterator[Key]:
+        return _completed(self).scan(prefix)  # type: ignore[no-any-return]
 
-    def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]: ...
+    def items(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
+        return _completed(self).items(prefix)  # type: ignore[no-any-return]
 
-    def count(self, prefix: tuple[Any, ...] | None = None) -> int: ...
+    def count(self, prefix: tuple[Any, ...] | None = None) -> int:
+        return _completed(self).count(prefix)  # type: ignore[no-any-return]
 
-    def exists(self, key: Key) -> bool: ...
+    def exists(self, key: Key) -> bool:
+        return _completed(self).exists(key)  # type: ignore[no-any-return]
 
-    def update(self, key: Key, patch: Mapping[str, Any]) -> Metadata: ...
+    def update(self, key: Key, patch: Mapping[str, Any]) -> Metadata:
+        return _completed(self).update(key, patch)  # type: ignore[no-any-return]
 
-    def increment(self, key: Key, field: str, by: Number = 1) -> Number: ...
+    def increment(self, key: Key, field: str, by: Number = 1) -> Number:
+        return _completed(self).increment(key, field, by)  # type: ignore[no-any-return]
 
-    def clear(self, prefix: tuple[Any, ...] | None = None) -> int: ...
+    def clear(self, prefix: tuple[Any, ...] | None = None) -> int:
+        return _completed(self).clear(prefix)  # type: ignore[no-any-return]
 
-    def with_namespace(self, name: str) -> ContextStore: ...
+    def with_namespace(self, name: str) -> ContextStore:
+        return _completed(self).with_namespace(name)  # type: ignore[no-any-return]
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Nothing to release by default."""
 
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        return False
+
+
+def _not_implemented(store: Any, method: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{type(store).__name__} must implement {method}: a store needs set(key, value), get(key), "
+        "delete(key) and list_keys() (see docs/custom-store.md)"
+    )
+
+
+def _completed(store: Any) -> Any:
+    """``store`` (a protocol subclass with the four core methods) as a whole store."""
+    from .wrappers.minimal import MinimalStoreWrapper
+
+    return MinimalStoreWrapper(store, close_inner=False)
 
 
 def check_namespace(name: Any) -> str:

@@ -180,6 +180,9 @@ def _open(store: Any) -> tuple[Any, bool]:
         from .registry import open_store
 
         return open_store(store), True
+    from .wrappers.minimal import complete_store
+
+    store = complete_store(store, close_inner=False)  # a four-method store, completed
     if not callable(getattr(store, "items", None)) or not callable(getattr(store, "set_many", None)):
         raise ContextConfigurationError(f"expected a store or a store URL, got {type(store).__name__}")
     return store, False

@@ -236,10 +236,12 @@ class MPIContext:
             from .registry import open_store
 
             opened: ContextStore = open_store(store)
-        elif callable(getattr(store, "set_many", None)) and callable(getattr(store, "with_namespace", None)):
-            opened = store
         else:
-            raise TypeError(f"store must be a context store or a store URL, got {type(store).__name__}")
+            from .wrappers.minimal import complete_store
+
+            opened = complete_store(store, close_inner=False)  # a four-method store, completed
+            if not all(callable(getattr(opened, m, None)) for m in ("set_many", "with_namespace")):
+                raise TypeError(f"store must be a context store or a store URL, got {type(store).__name__}")
         if self.size > 1 and _local_only(opened):
             if self._owns_store:
                 opened.close()

@@ -4,23 +4,30 @@ An adapter wraps one data structure and a store. It validates keys against
 the data (subclasses implement :meth:`BaseContextAdapter.validate_key`) and
 then hands them to the store unchanged. With ``name=`` the adapter works in
 its own namespace of the store, so many datasets can share one store.
+
+The origin's adapter shape works as it is written (``docs/custom-adapter.md``):
+a subclass may call ``super().__init__(context_store)`` with the store as the
+only argument and set ``self.data`` itself, and its ``validate_key`` may
+raise or return nothing (``None``: the key is fine, use it as given). A store
+with only ``set``/``get``/``delete``/``list_keys`` is completed by
+:func:`~context_framework.wrappers.as_context_store`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .._gc import gc_paused
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number, iter_pairs
-from ..exceptions import ContextKeyError
+from ..exceptions import ContextConfigurationError, ContextKeyError
 from ..in_memory_context_store import InMemoryContextStore
 from ..keys import Key
+from ..wrappers.minimal import CORE_METHODS, as_context_store
 
 __all__ = ["DATASET_KEY", "BaseContextAdapter", "cell_form_error"]
-
-#: What an adapter needs of a store (checked when the adapter is made).
-_STORE_METHODS = ("set", "get", "delete", "set_many", "get_many", "delete_many", "items")
 
 #: The key of the metadata that describes the whole data structure.
 DATASET_KEY: tuple[str] = ("dataset",)
@@ -38,18 +45,33 @@ class BaseContextAdapter:
     """Attach context to parts of ``data``, kept in ``context_store``.
 
     Args:
-        data: the wrapped data structure.
+        data: the wrapped data structure. A store given as the only argument
+            (``super().__init__(context_store)``) is taken as the store; the
+            subclass then sets ``self.data`` itself.
         context_store: any store; a fresh :class:`InMemoryContextStore` if omitted.
-            A URL string (``"sqlite:///ctx.db"``) is opened with ``open_store``.
+            A URL string (``"sqlite:///ctx.db"``) is opened with ``open_store``; an
+            object with only ``set``/``get``/``delete``/``list_keys`` is completed
+            by :func:`~context_framework.wrappers.as_context_store`.
         name: optional namespace for this dataset inside the store.
         buffer, flush_interval, cache, cache_ttl: wrap the store in a write buffer
             and/or a read cache (see :func:`context_framework.wrappers.wrap_store`);
             call :meth:`flush` (or :meth:`close`) to send buffered writes.
     """
 
+    #: Why this class's ``validate_key`` cannot work (raised when an adapter is made), or "".
+    _validate_key_problem: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        validate = cls.__dict__.get("validate_key")
+        if not inspect.isfunction(validate) or cls.__module__.startswith("context_framework."):
+            return
+        cls._validate_key_problem = _signature_problem(cls, validate)
+        cls.validate_key = _none_means_as_given(validate)  # type: ignore[method-assign,assignment]
+
     def __init__(
         self,
-        data: Any,
+        data: Any = None,
         context_store: ContextStore | str | None = None,
         *,
         name: str | None = None,
@@ -58,6 +80,13 @@ class BaseContextAdapter:
         cache: int | bool | None = None,
         cache_ttl: float | None = None,
     ) -> None:
+        if self._validate_key_problem:
+            raise ContextConfigurationError(self._validate_key_problem)
+        if context_store is None and _meant_as_store(data):
+            # The origin's shape: super().__init__(context_store), self.data set by the subclass.
+            data, context_store = None, data
+        if data is None:  # keep what a subclass set before calling super().__init__
+            data = self.__dict__.get("data")
         store: ContextStore
         if context_store is None:
             store = InMemoryContextStore()
@@ -66,13 +95,11 @@ class BaseContextAdapter:
 
             store = open_store(context_store)
         else:
-            missing = [m for m in _STORE_METHODS if not callable(getattr(context_store, m, None))]
-            if missing:
-                raise TypeError(
-                    f"context_store must be a context store (or a store URL), got "
-                    f"{type(context_store).__name__} without {', '.join(missing)}"
-                )
-            store = context_store
+            try:
+                # A store passed in stays open when the adapter closes: so does a wrapper's store.
+                store = as_context_store(context_store, close_inner=False)
+            except TypeError as exc:
+                raise TypeError(f"context_store must be a context store (or a store URL): {exc}") from None
         # The adapter closes what it opened: a store from a URL, and its own wrappers
         # (which leave a store passed in open).
         self._owns_store = not isinstance(context_store, BaseContextStore) and not callable(
@@ -92,6 +119,7 @@ class BaseContextAdapter:
             self._owns_store = True
         self.data = data
         self.name = name
+        self._given_store = context_store
         self._root_store = store
         self._store: ContextStore = store.with_namespace(name) if name else store
 
@@ -100,10 +128,27 @@ class BaseContextAdapter:
         """The store (bound to this adapter's namespace) that holds the context."""
         return self._store
 
+    @context_store.setter
+    def context_store(self, store: Any) -> None:
+        # The origin's adapters may assign the store instead of calling super().__init__.
+        if "_store" in self.__dict__:
+            if store is self._given_store or store is self._store:
+                return  # the store it already has (set by super().__init__ too)
+            raise ContextConfigurationError(
+                f"the store of a {type(self).__name__} is set when it is made: pass it to "
+                "super().__init__(context_store) (or to the constructor), not by assignment"
+            )
+        BaseContextAdapter.__init__(self, None, store)
+
     # ------------------------------------------------------------------ validation
 
     def validate_key(self, key: Key) -> Key:
-        """Check ``key`` against the data; return the key to store. Subclasses override."""
+        """Check ``key`` against the data; return the key to store. Subclasses override.
+
+        An override raises (a :class:`~context_framework.exceptions.ContextKeyError`)
+        for a key that does not name a part of the data, and returns the key
+        to store, or ``None`` for "the key as given".
+        """
         return key
 
     def validate_keys(self, keys: Iterable[Key]) -> list[Key]:
@@ -215,3 +260,47 @@ class BaseContextAdapter:
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name else ""
         return f"{type(self).__name__}({type(self.data).__name__}, {self._store!r}{name})"
+
+
+def _none_means_as_given(validate: Callable[[Any, Key], Any]) -> Callable[[Any, Key], Key]:
+    """A subclass's ``validate_key`` that returns the key itself where the original returns ``None``."""
+
+    @functools.wraps(validate)
+    def validate_key(self: Any, key: Key) -> Key:
+        valid = validate(self, key)
+        return key if valid is None else valid
+
+    return validate_key
+
+
+def _signature_problem(cls: type, validate: Any) -> str:
+    """Why ``validate`` cannot be called as ``validate_key(self, key)``, or ""."""
+    try:
+        inspect.signature(validate).bind(None, ("key",))
+    except TypeError:
+        return f"{cls.__name__}.validate_key must take the key to check: def validate_key(self, key)"
+    except ValueError:  # no signature to inspect (a builtin): trust it
+        pass
+    return ""
+
+
+def _meant_as_store(data: Any) -> bool:
+    """Whether the only argument given is a store (the origin's ``super().__init__(context_store)``).
+
+    An object with ``set`` and ``get`` but without the rest of the four methods is
+    neither clearly data nor a store: refused, so that its writes are not silently
+    kept elsewhere.
+    """
+    if isinstance(data, BaseContextStore):
+        return True
+    cls = type(data)  # methods of the class: a DataFrame's columns are attributes too
+    if not (callable(getattr(cls, "set", None)) and callable(getattr(cls, "get", None))):
+        return False
+    missing = [m for m in CORE_METHODS if not callable(getattr(cls, m, None))]
+    if missing:
+        raise TypeError(
+            f"{type(data).__name__} was given as the only argument and has set() and get(), but "
+            f"no {', '.join(missing)}: a context store needs set(key, value), get(key), delete(key) "
+            "and list_keys(). To wrap it as data, pass a store too: (data, InMemoryContextStore())"
+        )
+    return True

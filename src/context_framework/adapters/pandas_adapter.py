@@ -134,6 +134,10 @@ class PandasContextAdapter(BaseContextAdapter):
         self._mem = self._store if type(self._store) is InMemoryContextStore else None
         self._range_index: Any = None
         self._range: range = range(0)
+        # The fast paths skip validate_key: they take the index cached in _fast_index, which
+        # stays None when a subclass overrides validate_key, so that every key goes through it.
+        self._own_validation = type(self).validate_key is PandasContextAdapter.validate_key
+        self._fast_index: Any = None
         # Row annotations known to this adapter (see the module docstring): _UNLOADED until
         # the first row read, then a tuple in creation order, or None when there are none.
         # get_context's fast path compares the index with _hot_index, which is the cached
@@ -158,7 +162,7 @@ class PandasContextAdapter(BaseContextAdapter):
             and len(key) == 2
             and type(key[1]) is int
             and key[0] is _ROW
-            and self.data.index is self._range_index
+            and self.data.index is self._fast_index
             and key[1] in self._range
         ):
             mem = self._mem
@@ -247,7 +251,7 @@ class PandasContextAdapter(BaseContextAdapter):
         index = self.data.index
         if isinstance(index, pd.RangeIndex) and index is not self._range_index:
             self._set_range_cache(index)
-        rng = self._range if index is self._range_index else None
+        rng = self._range if index is self._fast_index else None
         validate = self.validate_key
         out: list[Key] = []
         append = out.append
@@ -270,12 +274,14 @@ class PandasContextAdapter(BaseContextAdapter):
         # must never test a label against the range of the previous one.
         self._range = range(index.start, index.stop, index.step)
         self._range_index = index
-        self._hot_index = index if self._annotations is None else None
+        if self._own_validation:
+            self._fast_index = index
+            self._hot_index = index if self._annotations is None else None
 
     def _set_annotations(self, annotations: Any) -> None:
         """Set the known annotations (``None``: none) and open or close the hot path to match."""
         self._annotations = annotations
-        self._hot_index = self._range_index if annotations is None else None
+        self._hot_index = self._fast_index if annotations is None else None
 
     def _free_form(self, key: Any) -> Key:
         if type(key) is list:
@@ -458,6 +464,20 @@ class PandasContextAdapter(BaseContextAdapter):
             labels = [normalize_key(x) for x in selected.tolist()]
         return labels if selected.is_unique else _distinct(labels)
 
+    def _row_keys(self, labels: list[Any]) -> Iterable[Key]:
+        """``("row", label)`` for each (validated) label, through a subclass's ``validate_key``."""
+        keys = zip(repeat(_ROW), labels)
+        return keys if self._own_validation else self.validate_keys(keys)
+
+    def _check_annotated_rows(self, labels: list[Any]) -> None:
+        """Run a subclass's ``validate_key`` on every row an annotation is to cover."""
+        keys = list(zip(repeat(_ROW), labels))
+        if self.validate_keys(keys) != keys:
+            raise ContextKeyError(
+                f"{type(self).__name__}.validate_key changes row keys, which a row annotation (a set "
+                "of rows, not of keys) cannot follow; use add_row_context(rows, metadata, per_row=True)"
+            )
+
     def _positions(self, how: str, sel: Any) -> np.ndarray:
         """Positions of the distinct selected labels, in selection order (first occurrences)."""
         index = self.data.index
@@ -523,6 +543,8 @@ class PandasContextAdapter(BaseContextAdapter):
             raise ContextSerializationError(
                 f"an annotation's metadata must be a dict, got {type(metadata).__name__}"
             )
+        if not self._own_validation:
+            self._check_annotated_rows(self._labels_of(how, sel))
         book = self._annotations_in_store()
         meta = book.prepare(metadata)  # bad metadata: nothing stored
         rows, by, fingerprint, count = self._annotation_rows(how, sel)
@@ -586,14 +608,15 @@ class PandasContextAdapter(BaseContextAdapter):
     def _add_per_row(self, how: str, sel: Any, metadata: Any) -> int:
         with gc_paused():  # millions of acyclic tuples and dicts: no collections meanwhile
             labels = self._labels_of(how, sel)
+            keys = self._row_keys(labels)
             if isinstance(metadata, Mapping):
-                pairs = list(zip(zip(repeat(_ROW), labels), repeat(metadata)))
+                pairs = list(zip(keys, repeat(metadata)))
             else:
                 values = self._per_row_values(how, sel, labels, metadata)
                 if None in values:
-                    pairs = [((_ROW, lbl), v) for lbl, v in zip(labels, values) if v is not None]
+                    pairs = [(k, v) for k, v in zip(keys, values) if v is not None]
                 else:
-                    pairs = list(zip(zip(repeat(_ROW), labels), values))
+                    pairs = list(zip(keys, values))
         if pairs:
             self._store.set_many(pairs)
         return len(pairs)
@@ -655,7 +678,7 @@ class PandasContextAdapter(BaseContextAdapter):
         first (one read when none changed).
         """
         labels = self._rows(rows)
-        entries = self._store.get_many(list(zip(repeat(_ROW), labels)))
+        entries = self._store.get_many(list(self._row_keys(labels)))
         anns = self._load_annotations()
         return self._merge_rows(anns, labels, entries) if anns else entries
 
@@ -668,7 +691,7 @@ class PandasContextAdapter(BaseContextAdapter):
         """
         how, sel = self._select(rows)
         labels = self._labels_of(how, sel)
-        removed = self._store.delete_many(list(zip(repeat(_ROW), labels)))
+        removed = self._store.delete_many(list(self._row_keys(labels)))
         if annotations:
             self._subtract(how, sel, labels)
         return removed
@@ -763,7 +786,7 @@ class PandasContextAdapter(BaseContextAdapter):
     def _annotated(self, key: Key, default: Any) -> Metadata | None:
         """``get_context`` of a validated ``("row", label)`` key when annotations may exist."""
         anns = self._loaded()
-        get = self._get_row if self.data.index is self._range_index else self._get
+        get = self._get_row if self.data.index is self._fast_index else self._get
         if anns:
             covering = self._covering(anns, key[1])  # type: ignore[index]
             if covering:

@@ -2,7 +2,9 @@
 
 * :class:`BufferedStore` collects writes and sends them in batches;
 * :class:`CachedStore` keeps recently used entries in this process;
-* :class:`ShardedStore` spreads keys over several stores.
+* :class:`ShardedStore` spreads keys over several stores;
+* :func:`as_context_store` (a :class:`MinimalStoreWrapper`) completes a store
+  that has only ``set``/``get``/``delete``/``list_keys`` (``docs/custom-store.md``).
 
 Turn them on without changing code that uses the store: by URL
 (``open_store("buffered+cached+redis://host/0")`` or
@@ -19,8 +21,18 @@ import importlib
 from typing import Any
 
 from .base import WrapperStore, unwrap
+from .minimal import MinimalStoreWrapper, as_context_store
 
-__all__ = ["BufferedStore", "CachedStore", "ShardedStore", "WrapperStore", "unwrap", "wrap_store"]
+__all__ = [
+    "BufferedStore",
+    "CachedStore",
+    "MinimalStoreWrapper",
+    "ShardedStore",
+    "WrapperStore",
+    "as_context_store",
+    "unwrap",
+    "wrap_store",
+]
 
 _LAZY = {
     "BufferedStore": "context_framework.wrappers.buffered",

@@ -23,16 +23,11 @@ from typing import Any, ClassVar, TypeVar
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number
 from ..keys import Key
 from ..values import DEFAULT_MAX_VALUE_SIZE
+from .minimal import FULL_API, complete_store
 
 __all__ = ["WrapperStore", "unwrap"]
 
 W = TypeVar("W", bound="WrapperStore")
-
-#: What a wrapper needs of its inner store.
-_INNER_METHODS = (
-    "set", "get", "delete", "scan", "set_many", "get_many", "delete_many", "items", "count",
-    "exists", "clear", "update", "increment", "with_namespace", "close",
-)  # fmt: skip
 
 
 class WrapperStore(BaseContextStore):
@@ -43,14 +38,17 @@ class WrapperStore(BaseContextStore):
     invalidations of the store below.
 
     Args:
-        inner: any context store (a ``BaseContextStore`` or anything with its methods).
+        inner: any context store (a ``BaseContextStore`` or anything with its methods);
+            one with only ``set``/``get``/``delete``/``list_keys`` is completed by
+            :func:`~context_framework.wrappers.as_context_store`.
         close_inner: whether closing this wrapper closes ``inner`` too (default: yes).
     """
 
     keeps_keys: ClassVar[bool] = False
 
     def __init__(self, inner: ContextStore, *, close_inner: bool = True) -> None:
-        missing = [m for m in _INNER_METHODS if not callable(getattr(inner, m, None))]
+        inner = complete_store(inner, close_inner=close_inner)  # a four-method store, completed
+        missing = [m for m in FULL_API if not callable(getattr(inner, m, None))]
         if missing:
             raise TypeError(
                 f"{type(self).__name__} wraps a context store, got {type(inner).__name__} "

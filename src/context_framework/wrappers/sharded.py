@@ -56,6 +56,7 @@ from ..exceptions import (
 from ..keys import Key, encode_key, encode_keys
 from ..urls import coerce_option, mask_secrets, mask_url, split_options, split_url
 from ..values import DEFAULT_MAX_VALUE_SIZE, _flat_bound, prepare_value
+from .minimal import FULL_API, complete_store
 
 __all__ = ["Rendezvous", "ShardedStore", "key_hash", "shard_seed"]
 
@@ -68,10 +69,6 @@ _SEED_TAG = b"context-framework/shard:"
 #: Batches at least this long take the numpy path (when numpy is importable).
 _NUMPY_MIN_BATCH = 256
 #: The methods a shard must have.
-_SHARD_METHODS = (
-    "set", "get", "delete", "scan", "set_many", "get_many", "delete_many", "items", "count",
-    "list_keys", "exists", "clear", "update", "increment", "with_namespace", "close",
-)  # fmt: skip
 
 # --------------------------------------------------------------------------- hashing
 
@@ -696,8 +693,11 @@ def _check_stores(stores: Any) -> list[Any]:
     shards = list(stores)
     if not shards:
         raise ContextConfigurationError("ShardedStore needs at least one store, got an empty list")
+    if len({id(s) for s in shards}) != len(shards):
+        raise ContextConfigurationError("the same store appears twice among the shards of a ShardedStore")
+    shards = [complete_store(s) for s in shards]  # a four-method store, completed
     for i, shard in enumerate(shards):
-        missing = [m for m in _SHARD_METHODS if not callable(getattr(shard, m, None))]
+        missing = [m for m in FULL_API if not callable(getattr(shard, m, None))]
         if missing or not isinstance(getattr(shard, "namespace", None), str):
             raise ContextConfigurationError(
                 f"shard {i} of a ShardedStore must be a context store, got {type(shard).__name__} "
@@ -705,8 +705,6 @@ def _check_stores(stores: Any) -> list[Any]:
             )
         if getattr(shard, "closed", False):
             raise ContextStoreClosedError(f"shard {i} of a ShardedStore is closed: {shard!r}")
-    if len({id(s) for s in shards}) != len(shards):
-        raise ContextConfigurationError("the same store appears twice among the shards of a ShardedStore")
     return shards
 
 
