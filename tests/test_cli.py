@@ -58,6 +58,7 @@ def test_bench_json(tmp_path: Path) -> None:
         ("dict, membership only (weaker)", "per-call"),
         ("InMemoryContextStore", "per-call"),
         ("InMemoryContextStore", "buffered"),
+        ("dict baseline", "batch"),
         ("InMemoryContextStore", "batch"),
         ("raw sqlite3", "per-call"),
         ("SQLiteContextStore", "per-call"),
@@ -70,6 +71,15 @@ def test_bench_json(tmp_path: Path) -> None:
     assert ours["num_ops"] == 300 and ours["baseline_of"] == "dict baseline"
     assert ours["ratio"] > 0 and ours["calls_per_second"] == pytest.approx(2 * ours["ops_per_second"])
     assert rows[("SQLiteContextStore", "batch")]["num_ops"] == 500
+    assert rows[("InMemoryContextStore", "batch")]["baseline_of"] == "dict baseline"
+    assert [r["store"] for r in doc["results"]][:6] == [
+        "dict baseline",
+        "dict, membership only (weaker)",
+        "InMemoryContextStore",
+        "InMemoryContextStore",
+        "dict baseline",
+        "InMemoryContextStore",
+    ]
     buffered = rows[("SQLiteContextStore", "buffered")]
     assert (buffered["baseline_of"], buffered["baseline_mode"]) == (
         "hand-written buffer (sqlite3)",

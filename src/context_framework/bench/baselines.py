@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from numbers import Integral
 from typing import Any
 
@@ -58,7 +58,8 @@ DICT_NOTE = (
     "a dict; values checked (a dict with str field names whose values are str, int, bool, None or finite "
     "floats; nested values through json.dumps(allow_nan=False)) and copied in and out, so nothing aliases, "
     "as ours (not checked, unlike ours: ints beyond 64 bits, lone surrogates, the 1 MiB limit). The "
-    "baseline of InMemoryContextStore per-call and buffered (in memory a buffer has nothing to save)."
+    "baseline of InMemoryContextStore per-call and buffered (in memory a buffer has nothing to save); "
+    "in batch mode, add_context_many/get_context_many are loops over the same calls."
 )
 MEMBERSHIP_NOTE = (
     "reference, no ratio: a dict with bare `label in df.index` tests, no value check and no copies; "
@@ -248,6 +249,16 @@ class DictBaselineAdapter:
 
     def _miss(self, key: Any) -> dict[str, Any] | None:
         return None
+
+    def add_context_many(self, items: Iterable[tuple[Any, dict[str, Any]]]) -> None:
+        """The batch form, as the loop it replaces."""
+        add = self.add_context
+        for key, metadata in items:
+            add(key, metadata)
+
+    def get_context_many(self, keys: Iterable[Any]) -> list[dict[str, Any] | None]:
+        get = self.get_context
+        return [get(key) for key in keys]
 
 
 class RawClient:

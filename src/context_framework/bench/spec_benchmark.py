@@ -18,7 +18,8 @@ spec's API written by hand as a careful user would, with our guarantees
 :func:`footnote` prints them under the table):
 
 * **dict baseline**: a ``dict`` with the adapter's key rules and our value
-  rules, values copied in and out; the baseline of the in-memory store. A
+  rules, values copied in and out; the baseline of the in-memory store (its
+  batch form is the loop over the same calls). A
   weaker reference row, **dict, membership only (weaker)**, has no ratio.
 * **raw clients** (:mod:`.sqlite_baseline`, :mod:`.redis_baseline`,
   :mod:`.sql_baseline`): the same loop over ``sqlite3``, redis-py, psycopg
@@ -68,8 +69,9 @@ FOOTNOTE_INTRO = (
     "Baselines, each measured interleaved with our rows in the same run: the spec's API written by hand "
     "as a careful user would, with our guarantees: the adapter's key rules (the key kinds; labels in the "
     "axis with their exact type; the RangeIndex and each axis's dtype cached), JSON values "
-    "(json.dumps(allow_nan=False)), repr(key) as the stored key. A ratio is our throughput over the "
-    "baseline's (add+get; in brackets add alone, get alone): below 1.00x, ours is slower."
+    "(json.dumps(allow_nan=False)); the raw clients store repr(key) as the key. A ratio is our "
+    "throughput over the baseline's (add+get; in brackets add alone, get alone): below 1.00x, ours is "
+    "slower."
 )
 
 
@@ -166,33 +168,38 @@ def _our_cases(
 
 
 def _memory_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str) -> list[Case]:
+    def case(label: str, mode: str, loop: Callable[[], Timing], role: str, note: str) -> Case:
+        return Case(label, mode, sizes[mode], loop, backend="memory", role=role, note=note)
+
+    n, batch = sizes["per-call"], sizes["batch"]
     cases = []
     if "per-call" in modes or "buffered" in modes:
-        n = sizes["per-call"]
         cases += [
-            Case(
-                DICT,
-                "per-call",
-                n,
-                lambda: spec_loop(DictBaselineAdapter(df), n),
-                backend="memory",
-                role="baseline",
-                note=DICT_NOTE,
-            ),
-            Case(
+            case(DICT, "per-call", lambda: spec_loop(DictBaselineAdapter(df), n), "baseline", DICT_NOTE),
+            case(
                 MEMBERSHIP,
                 "per-call",
-                n,
                 lambda: spec_loop(MembershipDictAdapter(df), n),
-                backend="memory",
-                role="reference",
-                note=MEMBERSHIP_NOTE,
+                "reference",
+                MEMBERSHIP_NOTE,
             ),
         ]
     dict_row = (DICT, "per-call")
-    return cases + _our_cases(
-        "memory", None, df, modes, sizes, workdir, {"per-call": dict_row, "buffered": dict_row}
+    ours = _our_cases(
+        "memory",
+        None,
+        df,
+        modes,
+        sizes,
+        workdir,
+        {"per-call": dict_row, "buffered": dict_row, "batch": (DICT, "batch")},
     )
+    if "batch" in modes:
+        batch_case = case(
+            DICT, "batch", lambda: batch_loop(DictBaselineAdapter(df), batch), "baseline", DICT_NOTE
+        )
+        return _interleave([batch_case], cases + ours)
+    return cases + ours
 
 
 def _raw_cases(
