@@ -52,7 +52,8 @@ _BATCH = 1000
 #: What ``ctx bench``'s footnote says of each row: per-call (and batch), buffered.
 NOTES = {
     "raw": (
-        "redis-py (with hiredis when installed) on the same server: one SET per add, one GET per get. "
+        "redis-py (with hiredis when installed) on the same server, one connection kept "
+        "(single_connection_client; a cluster: RedisCluster): one SET per add, one GET per get. "
         "Batch: MSET then MGET of 1,000 keys at a time (cluster: mset_nonatomic/mget_nonatomic)."
     ),
     "buffered": hand_buffer_note("raw redis-py", "one MSET (cluster: mset_nonatomic, one per hash slot)"),
@@ -84,12 +85,15 @@ def _raw_client(url: str) -> Any:
 
         return RedisCluster(host=config["host"], port=config["port"], ssl=config.get("ssl", False), **common)
     if "unix_socket_path" in config:
-        return redis.Redis(unix_socket_path=config["unix_socket_path"], **common)
+        return redis.Redis(
+            unix_socket_path=config["unix_socket_path"], single_connection_client=True, **common
+        )
     return redis.Redis(
         host=config["host"],
         port=config["port"],
         db=config.get("db", 0),
         ssl=config.get("ssl", False),
+        single_connection_client=True,  # one connection kept, no pool checkout per command
         **common,
     )
 
