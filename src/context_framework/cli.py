@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"a short first run: --ops {QUICK['ops']:,} --batch-ops {QUICK['batch_ops']:,} --repeat "
         f"{QUICK['repeat']} --stores {QUICK['stores']} (no server needed; flags given explicitly win). "
-        "About 10-20 s on a busy 2-core machine; the full default run with every server takes "
+        "About 10 s (7-11 s measured on a busy 2-core machine); the full default run with every server takes "
         "10 minutes or more",
     )
     bench.add_argument(
