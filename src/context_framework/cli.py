@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"a short first run: --ops {QUICK['ops']:,} --batch-ops {QUICK['batch_ops']:,} --repeat "
         f"{QUICK['repeat']} --stores {QUICK['stores']} (no server needed; flags given explicitly win). "
-        "About 10 s (7-11 s measured on a busy 2-core machine); the full default run with every server takes "
-        "10 minutes or more",
+        "About 10 s (7-11 s measured on a busy 2-core machine, where the full default run with every "
+        "server took 4-11 minutes)",
     )
     bench.add_argument(
         "--ops",
