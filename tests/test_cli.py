@@ -55,12 +55,14 @@ def test_bench_json(tmp_path: Path) -> None:
     rows = {(r["store"], r["mode"]): r for r in doc["results"]}
     assert set(rows) == {
         ("dict baseline", "per-call"),
-        ("dict (membership only)", "per-call"),
+        ("dict, membership only (weaker)", "per-call"),
         ("InMemoryContextStore", "per-call"),
         ("InMemoryContextStore", "buffered"),
+        ("dict baseline", "batch"),
         ("InMemoryContextStore", "batch"),
         ("raw sqlite3", "per-call"),
         ("SQLiteContextStore", "per-call"),
+        ("hand-written buffer (sqlite3)", "buffered"),
         ("SQLiteContextStore", "buffered"),
         ("raw sqlite3", "batch"),
         ("SQLiteContextStore", "batch"),
@@ -69,9 +71,22 @@ def test_bench_json(tmp_path: Path) -> None:
     assert ours["num_ops"] == 300 and ours["baseline_of"] == "dict baseline"
     assert ours["ratio"] > 0 and ours["calls_per_second"] == pytest.approx(2 * ours["ops_per_second"])
     assert rows[("SQLiteContextStore", "batch")]["num_ops"] == 500
+    assert rows[("InMemoryContextStore", "batch")]["baseline_of"] == "dict baseline"
+    assert [r["store"] for r in doc["results"]][:6] == [
+        "dict baseline",
+        "dict, membership only (weaker)",
+        "InMemoryContextStore",
+        "InMemoryContextStore",
+        "dict baseline",
+        "InMemoryContextStore",
+    ]
     buffered = rows[("SQLiteContextStore", "buffered")]
-    assert (buffered["baseline_of"], buffered["baseline_mode"]) == ("raw sqlite3", "per-call")
+    assert (buffered["baseline_of"], buffered["baseline_mode"]) == (
+        "hand-written buffer (sqlite3)",
+        "buffered",
+    )
     assert buffered["num_ops"] == 300 and buffered["ratio"] > 0 and buffered["backend"] == "sqlite"
+    assert buffered["raw_per_call_of"] == "raw sqlite3" and buffered["raw_per_call_ratio"] > 0
     assert rows[("raw sqlite3", "batch")]["role"] == "baseline"
     assert doc["modes"] == ["per-call", "buffered", "batch"] and doc["unavailable"] == {}
     assert "processes" not in doc and "sweep" not in doc
@@ -123,6 +138,10 @@ def test_bench_server_rows(tmp_path: Path, redis_url: str, postgres_url: str) ->
         assert rows[("RedisContextStore", mode)]["baseline_of"] == "raw redis-py"
         assert rows[("DBContextStore (PostgreSQL)", mode)]["baseline_of"] == "raw psycopg (jsonb)"
         assert rows[("raw redis-py", mode)]["ops_per_second"] > 0
+    assert rows[("RedisContextStore", "buffered")]["baseline_of"] == "hand-written buffer (redis-py)"
+    assert rows[("DBContextStore (PostgreSQL)", "buffered")]["baseline_of"] == "hand-written buffer (psycopg)"
+    assert rows[("hand-written buffer (psycopg)", "buffered")]["role"] == "baseline"
+    assert "hand-written buffer (redis-py)" in doc["footnote"]
 
 
 def test_bench_leaves_out_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -249,8 +268,58 @@ def test_bench_text_has_the_mode_summary(capsys: pytest.CaptureFixture[str]) -> 
         == 0
     )
     out = capsys.readouterr().out
-    assert "per-call calls/s (vs. raw)" in out and "buffered calls/s (vs. raw)" in out
+    assert "per-call calls/s (vs. baseline)" in out and "buffered calls/s (vs. baseline)" in out
     assert "includes the final flush()" in out
+
+
+def test_bench_footnote_says_what_each_baseline_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under the table and in the JSON document: one line per baseline row."""
+    tiny = ["--ops", "50", "--batch-ops", "50", "--rows", "50", "--repeat", "1", "--stores", "memory,sqlite"]
+    assert main(["bench", *tiny, "-q"]) == 0
+    out = capsys.readouterr().out
+    doc = _bench_json(tmp_path, "--stores", "memory,sqlite")
+    baselines = [r for r in doc["results"] if r["role"] != "ours"]
+    assert {r["store"] for r in baselines} == {
+        "dict baseline",
+        "dict, membership only (weaker)",
+        "raw sqlite3",
+        "hand-written buffer (sqlite3)",
+    }
+    assert doc["footnote"] in out
+    for row in baselines:
+        assert row["note"] and f"* {row['store']}: {row['note']}" in doc["footnote"]
+    assert "WITHOUT ROWID" in doc["footnote"] and "no ratio" in doc["footnote"]
+
+
+def test_ratios_below_one_are_printed_plainly() -> None:
+    from context_framework.bench.spec_benchmark import CaseResult, format_summary, ratios_below_one
+
+    base = CaseResult("raw sqlite3", "per-call", 100, 0.7, 0.7, role="baseline")
+    ours = CaseResult("SQLiteContextStore", "per-call", 100, 1.0, 1.0, baseline_of="raw sqlite3", ratio=0.7)
+    fast = CaseResult("InMemoryContextStore", "per-call", 100, 0.1, 0.1, baseline_of="dict", ratio=1.02)
+    results = [base, ours, fast]
+    assert "| 100 (0.70x)" in format_summary(results, ("per-call",))
+    assert ratios_below_one(results) == ["SQLiteContextStore per-call: 0.70x raw sqlite3"]
+
+
+def test_bench_quick(tmp_path: Path) -> None:
+    """--quick: fewer ops, one run, the embedded stores; explicit flags still win."""
+    from context_framework.cli import _options, build_parser
+
+    options = _options(build_parser().parse_args(["bench", "--quick"]))
+    assert (options.ops, options.batch_ops, options.repeat) == (5_000, 50_000, 2)
+    assert options.stores == ("memory", "sqlite")
+    explicit = _options(build_parser().parse_args(["bench", "--quick", "--repeat", "3", "--stores", "redis"]))
+    assert (explicit.repeat, explicit.stores) == (3, ("redis",))
+    target = tmp_path / "quick.json"
+    assert (
+        main(["bench", "--quick", "--ops", "50", "--batch-ops", "50", "--rows", "50", "-o", str(target)]) == 0
+    )
+    doc = json.loads(target.read_text())
+    assert doc["quick"] is True and doc["repeat"] == 2
+    assert {r["backend"] for r in doc["results"]} == {"memory", "sqlite"}
 
 
 def test_bench_json_on_stdout_is_only_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -341,7 +410,7 @@ def test_bench_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
     flags = ("--modes", "--processes", "--sweep", "--annotate-rows", "--shards", "--engine", "--engine-keys")
-    for flag in (*flags, "--engine-workers", "--plot", "--progress"):
+    for flag in (*flags, "--engine-workers", "--plot", "--progress", "--quick"):
         assert flag in out
 
 

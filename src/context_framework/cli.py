@@ -25,6 +25,11 @@ _SERVER_ENV = (
 )
 
 
+#: ``ctx bench --quick``: what it changes (flags given explicitly still win).
+QUICK = {"ops": 5_000, "batch_ops": 50_000, "repeat": 2, "stores": "memory,sqlite"}
+_DEFAULTS = {"ops": 10_000, "batch_ops": 100_000, "repeat": 5, "stores": ",".join(STORES)}
+
+
 class UsageError(ValueError):
     """A bad option value; ``ctx`` prints it and exits with status 2."""
 
@@ -37,6 +42,9 @@ def _options(args: argparse.Namespace) -> Any:
     from .bench.sweep import parse_sizes
     from .bench.targets import parse_stores
 
+    for name, default in _DEFAULTS.items():  # --quick's values, or the defaults, for flags not given
+        if getattr(args, name) is None:
+            setattr(args, name, QUICK[name] if args.quick else default)
     for name in (
         "ops",
         "batch_ops",
@@ -87,6 +95,7 @@ def _options(args: argparse.Namespace) -> Any:
         engines=engines,
         engine_keys=args.engine_keys or ENGINE_KEYS,
         engine_workers=args.engine_workers or ENGINE_WORKERS,
+        quick=args.quick,
     )
 
 
@@ -172,27 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run the spec's benchmark for every store and mode",
         description="The spec's benchmark (10,000 add_context then get_context on ('row', i)) for every "
-        "store, per-call, buffered and batch, next to the raw clients; opt-in: N processes, a batch-size "
-        "sweep, a large annotation run, sharding, Spark/Dask/MPI writers, a plot.",
+        "store, per-call, buffered and batch, next to hand-written baselines (a footnote says what each "
+        "is); opt-in: N processes, a batch-size sweep, a large annotation run, sharding, Spark/Dask/MPI "
+        "writers, a plot. Start with --quick.",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a short first run: --ops {QUICK['ops']:,} --batch-ops {QUICK['batch_ops']:,} --repeat "
+        f"{QUICK['repeat']} --stores {QUICK['stores']} (no server needed; flags given explicitly win). "
+        "About 10 s (7-11 s measured on a busy 2-core machine, where the full default run with every "
+        "server took 4-11 minutes)",
     )
     bench.add_argument(
         "--ops",
         type=int,
-        default=10_000,
         help="add+get pairs per-call and buffered (default 10,000, as the spec)",
     )
-    bench.add_argument(
-        "--batch-ops", type=int, default=100_000, help="entries in batch mode (default 100,000)"
-    )
+    bench.add_argument("--batch-ops", type=int, help="entries in batch mode (default 100,000)")
     bench.add_argument(
         "--rows", type=int, default=100_000, help="rows of the DataFrame (default 100,000, as the spec)"
     )
-    bench.add_argument("--repeat", type=int, default=5, help="runs per case; the median is shown")
-    bench.add_argument(
-        "--stores",
-        default=",".join(STORES),
-        help=f"comma-separated stores to run (default: all of {','.join(STORES)})",
-    )
+    bench.add_argument("--repeat", type=int, help="runs per case; the median is shown (default 5)")
+    bench.add_argument("--stores", help=f"comma-separated stores to run (default: all of {','.join(STORES)})")
     bench.add_argument(
         "--modes", default=",".join(MODES), help=f"comma-separated modes (default: all of {','.join(MODES)})"
     )

@@ -128,12 +128,14 @@ def _modes_panel(ax: Any, doc: Mapping[str, Any]) -> None:
     raw_label = "raw client / dict (per-call)"
     raw = []
     for store in stores:
-        r = by_key.get((store, "per-call")) or by_key.get((store, "buffered"))
-        base = (
-            by_key.get((r["baseline_of"], r.get("baseline_mode") or r["mode"]))
-            if r and r["baseline_of"]
-            else None
-        )
+        base = None
+        r = by_key.get((store, "per-call"))
+        if r and r.get("baseline_of"):
+            base = by_key.get((r["baseline_of"], r.get("baseline_mode") or r["mode"]))
+        elif (store, "buffered") in by_key:  # only buffered ran: its second baseline, the per-call loop
+            b = by_key[(store, "buffered")]
+            of = b.get("raw_per_call_of") or b.get("baseline_of")
+            base = by_key.get((of, "per-call")) if of else None
         raw.append(base["calls_per_second"] if base else None)
     if any(raw):
         series[raw_label] = raw

@@ -12,19 +12,23 @@ spec's loop), **buffered** (the same loop through ``BufferedStore`` +
 (``add_context_many``/``get_context_many``).
 
 Every case runs ``repeat`` times, interleaved with its baseline so that both
-see the same machine load, and the median is reported. Baselines:
+see the same machine load, and the median is reported. Each baseline is the
+spec's API written by hand as a careful user would, with our guarantees
+(:mod:`.baselines`; every row's ``note`` says what it is, and
+:func:`footnote` prints them under the table):
 
-* **dict baseline**: the minimal implementation of the spec's API — a plain
-  ``dict`` plus the same key validation as ours (key conventions, labels in
-  the axis with their exact type), written the plain pandas way
-  (``label in df.index``). It copies nothing, so it gives none of our
-  isolation or value guarantees. A second reference row, **dict (membership
-  only)**, does bare ``label in df.index`` tests and accepts keys we refuse.
-* **raw clients**: the same loop written directly against ``sqlite3``,
-  redis-py, psycopg or PyMySQL (:mod:`.sqlite_baseline`,
-  :mod:`.redis_baseline`, :mod:`.sql_baseline`). The buffered mode is
-  compared with the raw client's per-call loop (the same loop, written the
-  obvious way), the batch mode with the raw client's batch.
+* **dict baseline**: a ``dict`` with the adapter's key rules and our value
+  rules, values copied in and out; the baseline of the in-memory store (its
+  batch form is the loop over the same calls). A
+  weaker reference row, **dict, membership only (weaker)**, has no ratio.
+* **raw clients** (:mod:`.sqlite_baseline`, :mod:`.redis_baseline`,
+  :mod:`.sql_baseline`): the same loop over ``sqlite3``, redis-py, psycopg
+  or PyMySQL, same table layout and durability as ours; the baseline of the
+  per-call and batch rows.
+* **hand-written buffers**: the loop through a write buffer and read cache
+  written by hand over the raw client's bulk path; the baseline of the
+  buffered rows, which also show their ratio to the raw per-call loop
+  (``raw_per_call_ratio``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from numbers import Integral
 from typing import Any
 
+from .baselines import DICT_NOTE, MEMBERSHIP_NOTE, DictBaselineAdapter, MembershipDictAdapter
 from .modes import MODES, batch_loop, run_mode, spec_loop, wrappers_unavailable
 from .progress import Progress
 from .targets import LABELS, SERVER_STORES, STORES, open_target, server_url
@@ -47,13 +51,28 @@ __all__ = [
     "DictBaselineAdapter",
     "MembershipDictAdapter",
     "batch_loop",
+    "footnote",
     "format_summary",
     "format_table",
+    "ratios_below_one",
     "run_benchmarks",
     "spec_loop",
 ]
 
 Timing = tuple[float, float]
+Row = tuple[str, str]  # (label, mode) of a row of the table
+
+DICT = "dict baseline"
+MEMBERSHIP = "dict, membership only (weaker)"
+#: The first line of the footnote; each baseline row's note follows.
+FOOTNOTE_INTRO = (
+    "Baselines, each measured interleaved with our rows in the same run: the spec's API written by hand "
+    "as a careful user would, with our guarantees: the adapter's key rules (the key kinds; labels in the "
+    "axis with their exact type; the RangeIndex and each axis's dtype cached), JSON values "
+    "(json.dumps(allow_nan=False)); the raw clients store repr(key) as the key. A ratio is our "
+    "throughput over the baseline's (add+get; in brackets add alone, get alone): below 1.00x, ours is "
+    "slower."
+)
 
 
 @dataclass
@@ -64,9 +83,11 @@ class Case:
     mode: str
     num_ops: int
     run: Callable[[], Timing]
-    baseline: tuple[str, str] | None = None  # (label, mode) of the row it is compared with
+    baseline: Row | None = None  # the row it is compared with
     backend: str | None = None  # the store of ``ctx bench --stores``
-    role: str = "ours"  # "ours", "baseline" (a raw client or dict) or "reference" (no ratio)
+    role: str = "ours"  # "ours", "baseline" (a raw client, hand-written buffer or dict) or "reference"
+    raw_per_call: Row | None = None  # a buffered row's second comparison: the raw client's per-call loop
+    note: str | None = None  # what a baseline is (the footnote)
 
 
 @dataclass
@@ -84,6 +105,9 @@ class CaseResult:
     baseline_mode: str | None = None
     backend: str | None = None
     role: str = "ours"
+    raw_per_call_of: str | None = None
+    raw_per_call_ratio: float | None = None
+    note: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -109,78 +133,6 @@ class CaseResult:
         return out
 
 
-class MembershipDictAdapter:
-    """A dict plus bare membership tests (``label in df.index``): weaker checks than ours.
-
-    It accepts keys that ``PandasContextAdapter`` refuses (``("row", True)``,
-    ``("row", 1.0)`` on an integer index, unknown kinds), so it is shown for
-    reference only, without a ratio.
-    """
-
-    def __init__(self, df: Any) -> None:
-        self.df = df
-        self._data: dict[Any, Any] = {}
-
-    def _validate(self, key: Any) -> None:
-        if not isinstance(key, tuple) or not key:
-            raise KeyError(key)
-        if key[0] == "row":
-            if key[1] not in self.df.index:
-                raise KeyError(key)
-        elif key[0] == "column" and key[1] not in self.df.columns:
-            raise KeyError(key)
-
-    def add_context(self, key: Any, metadata: dict[str, Any]) -> None:
-        self._validate(key)
-        self._data[key] = metadata
-
-    def get_context(self, key: Any) -> dict[str, Any] | None:
-        self._validate(key)
-        return self._data.get(key)
-
-
-def _check_label(label: Any, labels: Any) -> None:
-    """Plain pandas version of the adapter's rule: the label is in the axis, type included."""
-    kind = labels.dtype.kind
-    if isinstance(label, bool) and kind != "b":
-        raise KeyError(label)
-    if kind in "iu" and isinstance(label, float):
-        raise KeyError(label)
-    if kind == "f" and isinstance(label, Integral) and not isinstance(label, bool):
-        raise KeyError(label)
-    if label not in labels:
-        raise KeyError(label)
-
-
-class DictBaselineAdapter(MembershipDictAdapter):
-    """The minimal implementation of the spec's API with the same key validation as ours.
-
-    A plain ``dict`` plus the checks ``PandasContextAdapter`` makes, written the
-    plain pandas way: the key conventions (``("dataset",)``, ``("column", c)``,
-    ``("row", r)``, ``("row", r, "column", c)``; other kinds refused) and labels
-    that are in the axis with their exact type (no ``True`` or ``1.0`` for the
-    row ``1``). It stores and returns the caller's dicts as they are, so it has
-    none of our isolation or value checks.
-    """
-
-    def _validate(self, key: Any) -> None:
-        if not isinstance(key, tuple) or not key:
-            raise KeyError(key)
-        kind = key[0]
-        if kind == "row":
-            if len(key) == 2:
-                _check_label(key[1], self.df.index)
-            elif len(key) == 4 and key[2] == "column":
-                _check_label(key[1], self.df.index)
-                _check_label(key[3], self.df.columns)
-            else:
-                raise KeyError(key)
-        elif kind == "column" and len(key) == 2:
-            _check_label(key[1], self.df.columns)
-        elif kind != "dataset" or len(key) != 1:
-            raise KeyError(key)
-
-
 def _our_cases(
     store: str,
     url: str | None,
@@ -188,9 +140,11 @@ def _our_cases(
     modes: tuple[str, ...],
     sizes: dict[str, int],
     workdir: str,
-    raw: Mapping[str, str],
+    baselines: Mapping[str, Row],
+    raw_per_call: Row | None = None,
 ) -> list[Case]:
-    """Our store in every mode; ``raw[mode]`` is the label of its raw client's row in that mode."""
+    """Our store in every mode; ``baselines[mode]`` is the row it is compared with in that mode,
+    ``raw_per_call`` the buffered row's second comparison."""
 
     def make(mode: str) -> Callable[[], Timing]:
         def run() -> Timing:
@@ -199,84 +153,78 @@ def _our_cases(
 
         return run
 
-    cases = []
-    for mode in modes:
-        raw_mode = "batch" if mode == "batch" else "per-call"
-        base = raw.get(raw_mode)
-        cases.append(
-            Case(LABELS[store], mode, sizes[mode], make(mode), (base, raw_mode) if base else None, store)
+    return [
+        Case(
+            LABELS[store],
+            mode,
+            sizes[mode],
+            make(mode),
+            baselines.get(mode),
+            store,
+            raw_per_call=raw_per_call if mode == "buffered" else None,
         )
-    return cases
+        for mode in modes
+    ]
 
 
 def _memory_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str) -> list[Case]:
+    def case(label: str, mode: str, loop: Callable[[], Timing], role: str, note: str) -> Case:
+        return Case(label, mode, sizes[mode], loop, backend="memory", role=role, note=note)
+
+    n, batch = sizes["per-call"], sizes["batch"]
     cases = []
     if "per-call" in modes or "buffered" in modes:
-        n = sizes["per-call"]
         cases += [
-            Case(
-                "dict baseline",
+            case(DICT, "per-call", lambda: spec_loop(DictBaselineAdapter(df), n), "baseline", DICT_NOTE),
+            case(
+                MEMBERSHIP,
                 "per-call",
-                n,
-                lambda: spec_loop(DictBaselineAdapter(df), n),
-                backend="memory",
-                role="baseline",
-            ),
-            Case(
-                "dict (membership only)",
-                "per-call",
-                n,
                 lambda: spec_loop(MembershipDictAdapter(df), n),
-                backend="memory",
-                role="reference",
+                "reference",
+                MEMBERSHIP_NOTE,
             ),
         ]
-    return cases + _our_cases("memory", None, df, modes, sizes, workdir, {"per-call": "dict baseline"})
-
-
-def _sqlite_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str) -> list[Case]:
-    import os
-
-    from .sqlite_baseline import raw_sqlite_batch, raw_sqlite_per_call
-
-    def raw_run(fn: Callable[[str, int], Timing], n: int) -> Callable[[], Timing]:
-        def run() -> Timing:
-            path = os.path.join(workdir, "raw.db")
-            try:
-                return fn(path, n)
-            finally:
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    if os.path.exists(path + suffix):
-                        os.remove(path + suffix)
-
-        return run
-
-    raw = {"per-call": "raw sqlite3", "batch": "raw sqlite3"}
-    baselines = _raw_cases(
-        "sqlite",
-        raw["per-call"],
+    dict_row = (DICT, "per-call")
+    ours = _our_cases(
+        "memory",
+        None,
+        df,
         modes,
         sizes,
-        raw_run(raw_sqlite_per_call, sizes["per-call"]),
-        raw_run(raw_sqlite_batch, sizes["batch"]),
+        workdir,
+        {"per-call": dict_row, "buffered": dict_row, "batch": (DICT, "batch")},
     )
-    return _interleave(baselines, _our_cases("sqlite", None, df, modes, sizes, workdir, raw))
+    if "batch" in modes:
+        batch_case = case(
+            DICT, "batch", lambda: batch_loop(DictBaselineAdapter(df), batch), "baseline", DICT_NOTE
+        )
+        return _interleave([batch_case], cases + ours)
+    return cases + ours
 
 
 def _raw_cases(
     store: str,
-    label: str,
+    labels: tuple[str, str],
+    notes: Mapping[str, str],
     modes: tuple[str, ...],
     sizes: dict[str, int],
-    per_call: Callable[[], Timing],
-    batch: Callable[[], Timing],
+    run: Callable[[str, int], Timing],
 ) -> list[Case]:
-    """The raw client's rows that the chosen modes compare with."""
+    """The rows of the raw client (``labels[0]``) and of its hand-written buffer (``labels[1]``)
+    that the chosen modes compare with; ``run(mode, n)`` times one of them."""
+
+    def case(label: str, mode: str, size: str, note: str) -> Case:
+        n = sizes[size]
+        return Case(label, mode, n, lambda: run(mode, n), backend=store, role="baseline", note=note)
+
+    raw, hand = labels
     cases = []
+    if "buffered" in modes:
+        cases.append(case(hand, "buffered", "buffered", notes["buffered"]))
     if "per-call" in modes or "buffered" in modes:
-        cases.append(Case(label, "per-call", sizes["per-call"], per_call, backend=store, role="baseline"))
+        cases.append(case(raw, "per-call", "per-call", notes["raw"]))
     if "batch" in modes:
-        cases.append(Case(label, "batch", sizes["batch"], batch, backend=store, role="baseline"))
+        cases.append(case(raw, "batch", "batch", notes["raw"]))
     return cases
 
 
@@ -286,11 +234,55 @@ def _interleave(baselines: list[Case], ours: list[Case]) -> list[Case]:
     pending = list(baselines)
     for case in ours:
         for base in list(pending):
-            if case.baseline == (base.label, base.mode):
+            if (base.label, base.mode) in (case.baseline, case.raw_per_call):
                 out.append(base)
                 pending.remove(base)
         out.append(case)
     return out + pending
+
+
+def _vs_raw(
+    store: str,
+    url: str | None,
+    labels: tuple[str, str],
+    notes: Mapping[str, str],
+    run: Callable[[str, int], Timing],
+    df: Any,
+    modes: tuple[str, ...],
+    sizes: dict[str, int],
+    workdir: str,
+) -> list[Case]:
+    """Our rows for ``store``, each after the baseline rows it is compared with: the raw client
+    ``labels[0]`` (per-call, batch) and its hand-written buffer ``labels[1]`` (buffered)."""
+    raw, hand = labels
+    baselines = _raw_cases(store, labels, notes, modes, sizes, run)
+    compare = {"per-call": (raw, "per-call"), "batch": (raw, "batch"), "buffered": (hand, "buffered")}
+    ours = _our_cases(store, url, df, modes, sizes, workdir, compare, raw_per_call=(raw, "per-call"))
+    return _interleave(baselines, ours)
+
+
+def _sqlite_cases(df: Any, modes: tuple[str, ...], sizes: dict[str, int], workdir: str) -> list[Case]:
+    import os
+
+    from . import sqlite_baseline as raw
+
+    fns = {
+        "per-call": raw.raw_sqlite_per_call,
+        "batch": raw.raw_sqlite_batch,
+        "buffered": raw.raw_sqlite_buffered,
+    }
+
+    def run(mode: str, n: int) -> Timing:
+        return fns[mode](os.path.join(workdir, "raw.db"), df, n)
+
+    labels = ("raw sqlite3", "hand-written buffer (sqlite3)")
+    return _vs_raw("sqlite", None, labels, raw.NOTES, run, df, modes, sizes, workdir)
+
+
+def _server_runner(module: Any, url: str, df: Any) -> Callable[[str, int], Timing]:
+    """``run(mode, n)`` for a baseline module with ``raw_per_call``/``raw_batch``/``raw_buffered``."""
+    fns = {"per-call": module.raw_per_call, "batch": module.raw_batch, "buffered": module.raw_buffered}
+    return lambda mode, n: fns[mode](url, df, n)  # type: ignore[no-any-return]
 
 
 def _redis_cases(
@@ -306,8 +298,12 @@ def _redis_cases(
         probe.ping()
     finally:
         probe.close()
-    label = "raw redis-py (cluster)" if store == "redis-cluster" else "raw redis-py"
-    return _server_vs_raw(store, url, label, raw, df, modes, sizes, workdir)
+    cluster = store == "redis-cluster"
+    labels = (
+        "raw redis-py (cluster)" if cluster else "raw redis-py",
+        "hand-written buffer (redis-py cluster)" if cluster else "hand-written buffer (redis-py)",
+    )
+    return _vs_raw(store, url, labels, raw.NOTES, _server_runner(raw, url, df), df, modes, sizes, workdir)
 
 
 def _sql_cases(
@@ -316,34 +312,15 @@ def _sql_cases(
     from . import sql_baseline as raw
 
     postgres = url.split("://", 1)[0].lower().startswith("postgres")
-    label = "raw psycopg (jsonb)" if postgres else "raw PyMySQL"
+    labels = (
+        ("raw psycopg (jsonb)", "hand-written buffer (psycopg)")
+        if postgres
+        else ("raw PyMySQL", "hand-written buffer (PyMySQL)")
+    )
     probe = (raw._pg_connect if postgres else raw._my_connect)(url)  # fail early if unreachable
     probe.close()
-    return _server_vs_raw(store, url, label, raw, df, modes, sizes, workdir)
-
-
-def _server_vs_raw(
-    store: str,
-    url: str,
-    label: str,
-    raw: Any,
-    df: Any,
-    modes: tuple[str, ...],
-    sizes: dict[str, int],
-    workdir: str,
-) -> list[Case]:
-    """Our rows for a server store, each after the raw client's row (``raw``: a baseline module
-    with ``raw_per_call(url, n)`` and ``raw_batch(url, n)``) that it is compared with."""
-    baselines = _raw_cases(
-        store,
-        label,
-        modes,
-        sizes,
-        lambda: raw.raw_per_call(url, sizes["per-call"]),
-        lambda: raw.raw_batch(url, sizes["batch"]),
-    )
-    ours = _our_cases(store, url, df, modes, sizes, workdir, {"per-call": label, "batch": label})
-    return _interleave(baselines, ours)
+    notes = raw.NOTES["postgres" if postgres else "mysql"]
+    return _vs_raw(store, url, labels, notes, _server_runner(raw, url, df), df, modes, sizes, workdir)
 
 
 def _server_cases(
@@ -432,6 +409,8 @@ def run_benchmarks(
                 baseline_mode=base_mode,
                 backend=case.backend,
                 role=case.role,
+                raw_per_call_of=case.raw_per_call[0] if case.raw_per_call else None,
+                note=case.note,
             )
         )
     by_name = {(r.store, r.mode): r for r in results}
@@ -439,10 +418,13 @@ def run_benchmarks(
         if res.baseline_of:
             base = by_name[(res.baseline_of, res.baseline_mode or res.mode)]
             res.ratio = res.ops_per_second / base.ops_per_second
+        if res.raw_per_call_of:
+            raw = by_name[(res.raw_per_call_of, "per-call")]
+            res.raw_per_call_ratio = res.ops_per_second / raw.ops_per_second
     return results
 
 
-def _ratio_text(r: CaseResult, by_name: Mapping[tuple[str, str], CaseResult]) -> str:
+def _ratio_text(r: CaseResult, by_name: Mapping[Row, CaseResult]) -> str:
     if r.ratio is None or r.baseline_of is None:
         return "-"
     base_mode = r.baseline_mode or r.mode
@@ -467,8 +449,10 @@ def format_table(results: list[CaseResult]) -> str:
     """The spec's table, plus calls/s and the ratio to the baseline of the same run.
 
     The ratio is of add+get throughput; in brackets, of the add (write) half and
-    of the get (read) half alone.
+    of the get (read) half alone. When buffered rows are there, a last column
+    gives their ratio to the raw client's per-call loop.
     """
+    second = any(r.raw_per_call_of for r in results)
     header = (
         "Store",
         "Mode",
@@ -477,10 +461,12 @@ def format_table(results: list[CaseResult]) -> str:
         "Ops/Second",
         "Calls/Second",
         "vs. baseline (add, get)",
+        *(("vs. raw per-call loop",) if second else ()),
     )
     by_name = {(r.store, r.mode): r for r in results}
     rows = [header]
     for r in results:
+        extra = (_per_call_text(r),) if second else ()
         rows.append(
             (
                 r.store,
@@ -490,18 +476,26 @@ def format_table(results: list[CaseResult]) -> str:
                 f"{r.ops_per_second:,.0f}",
                 f"{r.calls_per_second:,.0f}",
                 _ratio_text(r, by_name),
+                *extra,
             )
         )
     return _grid(rows)
 
 
+def _per_call_text(r: CaseResult) -> str:
+    if r.raw_per_call_ratio is None:
+        return "-"
+    return f"{r.raw_per_call_ratio:.2f}x {r.raw_per_call_of} per-call"
+
+
 def format_summary(
     results: list[CaseResult], modes: tuple[str, ...] = MODES, unavailable: Mapping[str, str] | None = None
 ) -> str:
-    """Calls/s of our stores, one row per store and one column per mode, with the ratio to the raw client."""
+    """Calls/s of our stores, one row per store and one column per mode, with the ratio to the baseline
+    (for buffered rows, then to the raw client's per-call loop)."""
     ours = [r for r in results if r.role == "ours"]
     by_key = {(r.store, r.mode): r for r in ours}
-    header = ("Store", *(f"{m} calls/s (vs. raw)" for m in modes))
+    header = ("Store", *(f"{m} calls/s (vs. baseline)" for m in modes))
     rows = [header]
     for label in dict.fromkeys(r.store for r in ours):
         cells = [label]
@@ -511,7 +505,35 @@ def format_summary(
                 cells.append("unavailable" if unavailable and mode in unavailable else "-")
             elif r.ratio is None:
                 cells.append(f"{r.calls_per_second:,.0f}")
+            elif r.raw_per_call_ratio is not None:
+                cells.append(
+                    f"{r.calls_per_second:,.0f} ({r.ratio:.2f}x; {r.raw_per_call_ratio:.2f}x per-call)"
+                )
             else:
                 cells.append(f"{r.calls_per_second:,.0f} ({r.ratio:.2f}x)")
         rows.append(tuple(cells))
     return _grid(rows)
+
+
+def ratios_below_one(results: list[CaseResult]) -> list[str]:
+    """Each ratio below 1.00x (as printed, two decimals): ``"<store> <mode>: 0.70x <baseline>"``."""
+    out = []
+    for r in results:
+        if r.ratio is not None and round(r.ratio, 2) < 1:
+            of = (
+                r.baseline_of
+                if (r.baseline_mode or r.mode) == r.mode
+                else f"{r.baseline_of} {r.baseline_mode}"
+            )
+            out.append(f"{r.store} {r.mode}: {r.ratio:.2f}x {of}")
+        if r.raw_per_call_ratio is not None and round(r.raw_per_call_ratio, 2) < 1:
+            out.append(f"{r.store} {r.mode}: {r.raw_per_call_ratio:.2f}x {r.raw_per_call_of} per-call")
+    return out
+
+
+def footnote(results: list[CaseResult]) -> str:
+    """What each baseline row is: :data:`FOOTNOTE_INTRO`, then one ``* label: note`` line per label."""
+    notes = {r.store: r.note for r in results if r.role != "ours" and r.note}
+    if not notes:
+        return ""
+    return "\n".join([FOOTNOTE_INTRO, *(f"* {label}: {note}" for label, note in notes.items())])

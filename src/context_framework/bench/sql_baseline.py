@@ -1,26 +1,34 @@
 """Raw-driver baselines for :class:`~context_framework.db_store.DBContextStore`, same run, same server.
 
-The work the benchmarks give the store, written "the obvious way" directly
-against the driver: a ``kv`` table keyed by ``repr(key)`` (``text`` /
-``VARCHAR``), ``json.dumps``/``json.loads`` for values, autocommit. Two raw
-tables are measured on PostgreSQL: ``v jsonb`` (the obvious column for JSON;
-the server parses every value, as it does for our queryable ``j`` column,
-but does not give values back exactly) and ``v text`` (no parsing at all,
-the least work possible). MariaDB's raw table has ``v LONGTEXT``. On
-PostgreSQL ours is measured twice: as created by default (with the generated
-``jsonb`` column ``j``) and with ``json_column=False``; the like-for-like
-ratios are ours/raw (jsonb) and ours (no j)/raw (text).
+The spec's work written by hand against the driver, with the key checks of
+:mod:`.baselines`: a ``kv`` table keyed by ``repr(key)`` (``text COLLATE
+"C"`` / ``VARCHAR ... utf8mb4_bin``: byte-order comparisons, as our binary
+keys), compact JSON values, autocommit, the driver's default durability (as
+ours). Two raw tables are measured on PostgreSQL: ``v jsonb`` (the obvious
+column for JSON; the server parses every value, as it does for our
+queryable ``j`` column, but does not give values back exactly) and ``v
+text`` (no parsing at all, the least work possible). MariaDB's raw table
+has ``v LONGTEXT``. On PostgreSQL ours is measured twice: as created by
+default (with the generated ``jsonb`` column ``j``) and with
+``json_column=False``; the like-for-like ratios are ours/raw (jsonb) and
+ours (no j)/raw (text).
 
-* per call: ``n`` autocommit upserts (``INSERT ... ON CONFLICT`` / ``ON
-  DUPLICATE KEY UPDATE``), each its own transaction, then ``n`` point
-  ``SELECT``\\ s; ours is the spec's loop, ``PandasContextAdapter.add_context``
-  then ``get_context`` on ``("row", i)`` over a 100,000-row DataFrame;
+* per call (:class:`RawSQL`): ``n`` autocommit upserts (``INSERT ... ON
+  CONFLICT`` / ``ON DUPLICATE KEY UPDATE``), each its own transaction, then
+  ``n`` point ``SELECT``\\ s (psycopg prepares them after a few runs;
+  PyMySQL has no server-side statements); ours is the spec's loop,
+  ``PandasContextAdapter.add_context`` then ``get_context`` on ``("row", i)``;
 * batch: ``n`` entries written in one transaction (PostgreSQL: ``COPY`` into
   a temporary table, then one ``INSERT ... SELECT ... ON CONFLICT``;
   MariaDB: PyMySQL ``executemany``, which sends multi-row ``INSERT ... ON
   DUPLICATE KEY UPDATE`` statements), then read back (``WHERE k =
   ANY(%s)`` in chunks of 10,000 / ``IN (...)`` in chunks of 2,000) and
-  realigned to the input order; ours is ``set_many`` then ``get_many``.
+  realigned to the input order; ours is ``add_context_many`` then
+  ``get_context_many``;
+* buffered (:func:`raw_buffered`): the spec's loop through a
+  :class:`~.baselines.HandBuffer` over :class:`RawSQL`: every 1,000 writes
+  one statement (PostgreSQL: ``INSERT ... SELECT ... FROM unnest(%s, %s)
+  ON CONFLICT``; MariaDB: ``executemany``), final flush timed.
 
 Building keys and values is timed on both sides. Each case runs ``repeat``
 times (default 5), interleaved with its baselines, and medians are printed;
@@ -36,7 +44,6 @@ URLs (tables are created with unique names and dropped afterwards).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import uuid
@@ -44,11 +51,36 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .targets import timed_batch
+from .baselines import HandBuffer, KeyCheck, RawClient, check_read_back, dumps, hand_buffer_note, loads
+from .modes import batch_loop, spec_loop
 
-__all__ = ["main", "run"]
+__all__ = ["NOTES", "RawSQL", "main", "raw_batch", "raw_buffered", "raw_per_call", "run"]
 
 Timing = tuple[float, float]  # (write seconds, read seconds)
+
+#: What ``ctx bench``'s footnote says of each row, by server: per-call (and batch), buffered.
+NOTES = {
+    "postgres": {
+        "raw": (
+            'psycopg 3 on the same server, autocommit (the server\'s synchronous_commit, as ours); table '
+            '(k text COLLATE "C" PRIMARY KEY, v jsonb): the server parses each value, as for our generated '
+            "j column (ours also keeps the text, for exact round trips); one upsert per add, one SELECT per "
+            "get (psycopg prepares both). Batch: COPY into a temporary table and one INSERT ... SELECT ... "
+            "ON CONFLICT in one transaction, reads by k = ANY(...) of 10,000 keys."
+        ),
+        "buffered": hand_buffer_note(
+            "raw psycopg (jsonb)", "one INSERT ... SELECT ... FROM unnest(keys, values) ON CONFLICT"
+        ),
+    },
+    "mysql": {
+        "raw": (
+            "PyMySQL on the same server, autocommit; InnoDB table (k VARCHAR(255) utf8mb4_bin PRIMARY KEY, "
+            "v LONGTEXT); one INSERT ... ON DUPLICATE KEY UPDATE per add, one SELECT per get. Batch: "
+            "executemany (multi-row upserts) of 5,000 rows in one transaction, reads by IN (...) of 2,000."
+        ),
+        "buffered": hand_buffer_note("raw PyMySQL", "one executemany (a multi-row upsert)"),
+    },
+}
 
 
 def _is_pg(url: str) -> bool:
@@ -91,7 +123,7 @@ def _raw_table(url: str, table: str, column: str) -> Any:
     if _is_pg(url):
         conn = _pg_connect(url)
         conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-        conn.execute(f'CREATE TABLE "{table}" (k text PRIMARY KEY, v {column} NOT NULL)')
+        conn.execute(f'CREATE TABLE "{table}" (k text COLLATE "C" PRIMARY KEY, v {column} NOT NULL)')
         return conn
     conn = _my_connect(url)
     with conn.cursor() as cur:
@@ -130,50 +162,86 @@ def _drop_store_table(url: str, table: str) -> None:
 # --------------------------------------------------------------------------- raw baselines
 
 
-def raw_per_call(url: str, n: int, column: str = "jsonb") -> Timing:
-    """``n`` autocommit upserts of ``repr(("row", i))`` then ``n`` point reads."""
+class RawSQL(RawClient):
+    """The spec's API over one autocommit psycopg or PyMySQL connection, on table ``table``."""
+
+    def __init__(self, df: Any, conn: Any, table: str, postgres: bool, column: str) -> None:
+        super().__init__(df)
+        self._cur = conn.cursor()
+        if postgres:
+            cast = "::jsonb" if column == "jsonb" else ""
+            on_conflict = "ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+            self._upsert = f'INSERT INTO "{table}" (k, v) VALUES (%s, %s{cast}) {on_conflict}'
+            self._get = f'SELECT v FROM "{table}" WHERE k = %s'
+            self._upsert_many = (
+                f'INSERT INTO "{table}" (k, v) SELECT k, v{cast} FROM unnest(%s::text[], %s::text[]) '
+                f"AS u(k, v) {on_conflict}"
+            )
+        else:
+            self._upsert = (
+                f"INSERT INTO `{table}` (k, v) VALUES (%s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+            )
+            self._get = f"SELECT v FROM `{table}` WHERE k = %s"
+            self._upsert_many = ""
+        self._execute = self._cur.execute
+
+    def add_context(self, key: Any, metadata: dict[str, Any]) -> None:
+        self._check(key)
+        self._execute(self._upsert, (repr(key), dumps(metadata)))
+
+    def get_context(self, key: Any) -> dict[str, Any] | None:
+        self._check(key)
+        self._execute(self._get, (repr(key),))
+        row = self._cur.fetchone()
+        if row is None:
+            return None
+        value = row[0]
+        return loads(value) if type(value) is str else value  # jsonb comes back decoded by psycopg
+
+    def write_many(self, pairs: list[tuple[str, str]]) -> None:
+        """One statement: an ``unnest`` upsert (PostgreSQL) or PyMySQL's multi-row ``executemany``."""
+        if self._upsert_many:
+            self._execute(self._upsert_many, ([k for k, _ in pairs], [v for _, v in pairs]))
+        else:
+            self._cur.executemany(self._upsert, pairs)
+
+
+def _run_raw(url: str, df: Any, n: int, column: str, buffered: bool) -> Timing:
     table = f"cfraw_{uuid.uuid4().hex[:10]}"
     conn = _raw_table(url, table, column)
     try:
-        cur = conn.cursor()
-        if _is_pg(url):
-            cast = "::jsonb" if column == "jsonb" else ""
-            upsert = (
-                f'INSERT INTO "{table}" (k, v) VALUES (%s, %s{cast}) '
-                "ON CONFLICT (k) DO UPDATE SET v = excluded.v"
-            )
-            get = f'SELECT v FROM "{table}" WHERE k = %s'
-        else:
-            upsert = f"INSERT INTO `{table}` (k, v) VALUES (%s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
-            get = f"SELECT v FROM `{table}` WHERE k = %s"
-        loads = json.loads
-        start = time.perf_counter()
-        for i in range(n):
-            cur.execute(upsert, (repr(("row", i)), json.dumps({"meta": f"value_{i}"})))
-        mid = time.perf_counter()
-        value: Any = None
-        for i in range(n):
-            cur.execute(get, (repr(("row", i)),))
-            value = cur.fetchone()[0]
-            if type(value) is str:  # jsonb comes back decoded by psycopg
-                value = loads(value)
-        end = time.perf_counter()
-        if n and value != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("raw per-call baseline read back the wrong value")
+        raw = RawSQL(df, conn, table, _is_pg(url), column)
+        timing = spec_loop(HandBuffer(df, raw) if buffered else raw, n, flush=buffered)
+        check_read_back(raw, n, "hand-written buffer" if buffered else "raw per-call baseline")
     finally:
         conn.close()
         _drop_raw(url, table)
-    return mid - start, end - mid
+    return timing
 
 
-def raw_batch(url: str, n: int, column: str = "jsonb") -> Timing:
+def raw_per_call(url: str, df: Any, n: int, column: str = "jsonb") -> Timing:
+    """The spec's loop on :class:`RawSQL`: ``n`` autocommit upserts then ``n`` point reads."""
+    return _run_raw(url, df, n, column, buffered=False)
+
+
+def raw_buffered(url: str, df: Any, n: int, column: str = "jsonb") -> Timing:
+    """The spec's loop through a :class:`~.baselines.HandBuffer` over :class:`RawSQL`."""
+    return _run_raw(url, df, n, column, buffered=True)
+
+
+def raw_batch(url: str, df: Any, n: int, column: str = "jsonb") -> Timing:
     """One transaction writing ``n`` entries (COPY+INSERT or executemany), then chunked reads."""
     table = f"cfraw_{uuid.uuid4().hex[:10]}"
     conn = _raw_table(url, table, column)
+    check = KeyCheck(df).check
     try:
         cur = conn.cursor()
         start = time.perf_counter()
-        rows = [(repr(("row", i)), json.dumps({"meta": f"value_{i}"})) for i in range(n)]
+        rows = []
+        for i in range(n):
+            key = ("row", i)
+            check(key)
+            rows.append((repr(key), dumps({"meta": f"value_{i}"})))
         if _is_pg(url):
             with conn.transaction():
                 cur.execute(f"CREATE TEMP TABLE load_{table} (k text, v text) ON COMMIT DROP")
@@ -192,9 +260,12 @@ def raw_batch(url: str, n: int, column: str = "jsonb") -> Timing:
                 cur.executemany(upsert, rows[i : i + 5000])
             conn.commit()
         mid = time.perf_counter()
-        keys = [repr(("row", i)) for i in range(n)]
+        keys = []
+        for i in range(n):
+            key = ("row", i)
+            check(key)
+            keys.append(repr(key))
         found: dict[str, Any] = {}
-        loads = json.loads
         if _is_pg(url):
             sql = f'SELECT k, v FROM "{table}" WHERE k = ANY(%s)'
             for i in range(0, n, 10_000):
@@ -209,7 +280,7 @@ def raw_batch(url: str, n: int, column: str = "jsonb") -> Timing:
                     found[k] = loads(v)
         values = [found.get(k) for k in keys]
         end = time.perf_counter()
-        if n and values[-1] != {"meta": f"value_{n - 1}"}:
+        if values != [{"meta": f"value_{i}"} for i in range(n)]:
             raise AssertionError("raw batch baseline read back the wrong value")
     finally:
         conn.close()
@@ -220,47 +291,30 @@ def raw_batch(url: str, n: int, column: str = "jsonb") -> Timing:
 # --------------------------------------------------------------------------- ours
 
 
-def ours_per_call(url: str, n: int, json_column: bool = True) -> Timing:
-    """The spec's loop through ``PandasContextAdapter`` over a ``DBContextStore``."""
-    import pandas as pd
-
+def _ours(url: str, df: Any, n: int, json_column: bool, batch: bool) -> Timing:
     from ..adapters.pandas_adapter import PandasContextAdapter
     from ..db_store import DBContextStore
 
     table = f"cfours_{uuid.uuid4().hex[:10]}"
-    df = pd.DataFrame({"A": range(max(n, 100_000))})
     store = DBContextStore(url, table=table, json_column=json_column)
     try:
-        adapter = PandasContextAdapter(df, context_store=store)
-        add, get = adapter.add_context, adapter.get_context
-        start = time.perf_counter()
-        for i in range(n):
-            add(("row", i), {"meta": f"value_{i}"})
-        mid = time.perf_counter()
-        value = None
-        for i in range(n):
-            value = get(("row", i))
-        end = time.perf_counter()
-        if n and value != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("DBContextStore read back the wrong value")
-    finally:
-        store.close()
-        _drop_store_table(url, table)
-    return mid - start, end - mid
-
-
-def ours_batch(url: str, n: int, json_column: bool = True) -> Timing:
-    """``set_many`` of ``n`` entries, then ``get_many`` of the same keys."""
-    from ..db_store import DBContextStore
-
-    table = f"cfours_{uuid.uuid4().hex[:10]}"
-    store = DBContextStore(url, table=table, json_column=json_column)
-    try:
-        timing = timed_batch(store, n)
+        adapter = PandasContextAdapter(df, store)
+        timing = batch_loop(adapter, n) if batch else spec_loop(adapter, n)
+        check_read_back(adapter, n, "DBContextStore")
     finally:
         store.close()
         _drop_store_table(url, table)
     return timing
+
+
+def ours_per_call(url: str, df: Any, n: int, json_column: bool = True) -> Timing:
+    """The spec's loop through ``PandasContextAdapter`` over a ``DBContextStore``."""
+    return _ours(url, df, n, json_column, batch=False)
+
+
+def ours_batch(url: str, df: Any, n: int, json_column: bool = True) -> Timing:
+    """``add_context_many`` of ``n`` entries, then ``get_context_many`` of the same keys."""
+    return _ours(url, df, n, json_column, batch=True)
 
 
 # --------------------------------------------------------------------------- driver
@@ -268,7 +322,10 @@ def ours_batch(url: str, n: int, json_column: bool = True) -> Timing:
 
 def run(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 5) -> list[str]:
     """Measure one server; return the printed lines."""
+    import pandas as pd
+
     lines: list[str] = []
+    df = pd.DataFrame({"A": range(max(n, batch_n, 100_000))})
     pg = _is_pg(url)
     db = "PostgreSQL" if pg else "MariaDB"
     raw_columns = ("jsonb", "text") if pg else ("longtext",)
@@ -276,11 +333,11 @@ def run(url: str, n: int = 10_000, batch_n: int = 100_000, repeat: int = 5) -> l
         ("per-call", n, ours_per_call, raw_per_call),
         ("batch", batch_n, ours_batch, raw_batch),
     ):
-        cases: dict[str, Callable[[], Timing]] = {"ours": partial(ours, url, count)}
+        cases: dict[str, Callable[[], Timing]] = {"ours": partial(ours, url, df, count)}
         if pg:
-            cases["ours (no j)"] = partial(ours, url, count, False)
+            cases["ours (no j)"] = partial(ours, url, df, count, False)
         for column in raw_columns:
-            cases[f"raw ({column})"] = partial(raw, url, count, column)
+            cases[f"raw ({column})"] = partial(raw, url, df, count, column)
         times: dict[str, list[Timing]] = {name: [] for name in cases}
         for _ in range(repeat):
             for name, fn in cases.items():

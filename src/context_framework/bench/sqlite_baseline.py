@@ -1,23 +1,30 @@
 """Raw ``sqlite3`` baselines for :class:`~context_framework.sqlite_store.SQLiteContextStore`.
 
-The same work the benchmarks give the store, written "the obvious way"
-directly against :mod:`sqlite3`: a ``kv(k TEXT PRIMARY KEY, v TEXT)`` table,
-WAL, the same ``synchronous`` setting, ``repr(key)`` as the key and
-``json.dumps``/``json.loads`` for values.
+The spec's work written by hand against :mod:`sqlite3` with the store's
+guarantees: the same table layout (``kv (k BLOB NOT NULL PRIMARY KEY, v TEXT
+NOT NULL) WITHOUT ROWID``), the same pragmas (``journal_mode=WAL``, the same
+``synchronous``), autocommit (a write is one statement and one implicit
+transaction, as ``set``), one cursor whose statements :mod:`sqlite3` prepares
+once and reuses; ``repr(key)`` in UTF-8 as the key, compact JSON values, and
+the key checks of :mod:`.baselines`.
 
-* :func:`raw_sqlite_per_call`: ``n`` upserts, each committed on its own, then
-  ``n`` point reads.
+* :func:`raw_sqlite_per_call`: the spec's loop through :class:`RawSQLite`.
 * :func:`raw_sqlite_batch`: ``n`` upserts with one ``executemany`` in one
-  transaction, then reads by ``SELECT ... WHERE k IN (...)`` in batches of
-  500, realigned to the input order (what ``get_many`` returns).
+  ``BEGIN IMMEDIATE`` transaction, then reads by ``SELECT ... WHERE k IN
+  (...)`` in batches of 500, realigned to the input order (what
+  ``get_many`` returns).
+* :func:`raw_sqlite_buffered`: the spec's loop through a
+  :class:`~.baselines.HandBuffer` over :class:`RawSQLite` (one
+  ``executemany`` transaction every 1,000 writes), final flush timed.
 
-Run ``python -m context_framework.bench.sqlite_baseline [n] [batch_n] [repeat]``
-to compare both with the store in one run (medians of interleaved runs).
+Each reads back what it wrote and removes its file. Run ``python -m
+context_framework.bench.sqlite_baseline [n] [batch_n] [repeat]`` to compare
+the per-call and batch ones with the store in one run (medians of
+interleaved runs).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import statistics
@@ -26,12 +33,35 @@ import tempfile
 import time
 from typing import Any
 
-from .targets import timed_batch
+from .baselines import HandBuffer, KeyCheck, RawClient, check_read_back, dumps, hand_buffer_note, loads
+from .modes import batch_loop, spec_loop
 
-__all__ = ["ours_batch", "ours_per_call", "raw_sqlite_batch", "raw_sqlite_per_call"]
+__all__ = [
+    "NOTES",
+    "RawSQLite",
+    "ours_batch",
+    "ours_per_call",
+    "raw_sqlite_batch",
+    "raw_sqlite_buffered",
+    "raw_sqlite_per_call",
+]
 
-_UPSERT = "INSERT INTO kv VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v"
+Timing = tuple[float, float]
+
+_UPSERT = "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v"
+_GET = "SELECT v FROM kv WHERE k = ?"
 _READ_BATCH = 500
+
+#: What ``ctx bench``'s footnote says of each row: per-call (and batch), buffered.
+NOTES = {
+    "raw": (
+        "sqlite3 with our file layout (k BLOB NOT NULL PRIMARY KEY, v TEXT NOT NULL, WITHOUT ROWID), "
+        "journal_mode=WAL, synchronous=NORMAL, autocommit (each write one implicit transaction, as ours), "
+        "one cursor whose statements are prepared once and reused; one upsert per add, one SELECT per "
+        "get. Batch: one executemany in one transaction, reads by IN (...) of 500 keys."
+    ),
+    "buffered": hand_buffer_note("raw sqlite3", "one executemany in one transaction"),
+}
 
 
 def _remove(path: str) -> None:
@@ -42,96 +72,145 @@ def _remove(path: str) -> None:
             pass
 
 
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+def _connect(path: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """A new file with the store's layout and pragmas, in autocommit mode."""
     _remove(path)
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
-    conn.commit()
+    conn.execute("CREATE TABLE kv (k BLOB NOT NULL PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
     return conn
 
 
-def raw_sqlite_per_call(path: str, n: int, synchronous: str = "NORMAL") -> tuple[float, float]:
-    """``n`` committed upserts then ``n`` reads; returns ``(add_seconds, get_seconds)``.
+class RawSQLite(RawClient):
+    """The spec's API over one autocommit :mod:`sqlite3` connection (see the module docstring)."""
 
-    ``path`` (and its ``-wal``/``-shm`` files) is deleted first and left behind.
-    """
+    def __init__(self, df: Any, conn: sqlite3.Connection) -> None:
+        super().__init__(df)
+        self._conn = conn
+        self._cur = conn.cursor()
+        self._execute = self._cur.execute
+
+    def add_context(self, key: Any, metadata: dict[str, Any]) -> None:
+        self._check(key)
+        self._execute(_UPSERT, (repr(key).encode(), dumps(metadata)))
+
+    def get_context(self, key: Any) -> dict[str, Any] | None:
+        self._check(key)
+        row = self._execute(_GET, (repr(key).encode(),)).fetchone()
+        return None if row is None else loads(row[0])  # type: ignore[no-any-return]
+
+    def write_many(self, pairs: list[tuple[str, str]]) -> None:
+        """One ``executemany`` in one transaction."""
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            self._cur.executemany(_UPSERT, [(k.encode(), v) for k, v in pairs])
+            self._execute("COMMIT")
+        except BaseException:
+            self._conn.rollback()
+            raise
+
+
+def _run(path: str, synchronous: str, body: Any) -> Timing:
     conn = _connect(path, synchronous)
     try:
-        cur = conn.cursor()
-        start = time.perf_counter()
-        for i in range(n):
-            key = ("row", i)
-            cur.execute(_UPSERT, (repr(key), json.dumps({"meta": f"value_{i}"})))
-            conn.commit()
-        mid = time.perf_counter()
-        for i in range(n):
-            row = cur.execute("SELECT v FROM kv WHERE k = ?", (repr(("row", i)),)).fetchone()
-            json.loads(row[0])
-        end = time.perf_counter()
-        if row is None or json.loads(row[0]) != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("raw sqlite3 baseline read back the wrong value")
+        return body(conn)  # type: ignore[no-any-return]
     finally:
         conn.close()
-    return mid - start, end - mid
+        _remove(path)
 
 
-def raw_sqlite_batch(path: str, n: int, synchronous: str = "NORMAL") -> tuple[float, float]:
+def raw_sqlite_per_call(path: str, df: Any, n: int, synchronous: str = "NORMAL") -> Timing:
+    """The spec's loop of ``n`` adds and gets on :class:`RawSQLite`: ``(add_seconds, get_seconds)``."""
+
+    def body(conn: sqlite3.Connection) -> Timing:
+        client = RawSQLite(df, conn)
+        timing = spec_loop(client, n)
+        check_read_back(client, n, "raw sqlite3")
+        return timing
+
+    return _run(path, synchronous, body)
+
+
+def raw_sqlite_buffered(path: str, df: Any, n: int, synchronous: str = "NORMAL") -> Timing:
+    """The spec's loop through a :class:`~.baselines.HandBuffer` over :class:`RawSQLite`."""
+
+    def body(conn: sqlite3.Connection) -> Timing:
+        client = RawSQLite(df, conn)
+        timing = spec_loop(HandBuffer(df, client), n, flush=True)
+        check_read_back(client, n, "hand-written buffer (sqlite3)")
+        return timing
+
+    return _run(path, synchronous, body)
+
+
+def raw_sqlite_batch(path: str, df: Any, n: int, synchronous: str = "NORMAL") -> Timing:
     """One-transaction ``executemany`` of ``n`` upserts, then ``IN`` reads of 500 keys.
 
-    Returns ``(write_seconds, read_seconds)``. Building the rows and keys is timed,
-    as it is for the store.
+    Returns ``(write_seconds, read_seconds)``. Checking the keys and building
+    the rows are timed, as they are for the store.
     """
-    conn = _connect(path, synchronous)
-    try:
+
+    def body(conn: sqlite3.Connection) -> Timing:
+        check = KeyCheck(df).check
         cur = conn.cursor()
         start = time.perf_counter()
-        rows = [(repr(("row", i)), json.dumps({"meta": f"value_{i}"})) for i in range(n)]
+        rows = []
+        for i in range(n):
+            key = ("row", i)
+            check(key)
+            rows.append((repr(key).encode(), dumps({"meta": f"value_{i}"})))
+        cur.execute("BEGIN IMMEDIATE")
         cur.executemany(_UPSERT, rows)
-        conn.commit()
+        cur.execute("COMMIT")
         mid = time.perf_counter()
-        keys = [repr(("row", i)) for i in range(n)]
-        found: dict[str, Any] = {}
+        keys = []
+        for i in range(n):
+            key = ("row", i)
+            check(key)
+            keys.append(repr(key).encode())
+        found: dict[bytes, Any] = {}
         for i in range(0, n, _READ_BATCH):
             chunk = keys[i : i + _READ_BATCH]
             sql = f"SELECT k, v FROM kv WHERE k IN ({','.join('?' * len(chunk))})"
             for k, v in cur.execute(sql, chunk):
-                found[k] = json.loads(v)
+                found[k] = loads(v)
         values = [found.get(k) for k in keys]
         end = time.perf_counter()
-        if n and values[-1] != {"meta": f"value_{n - 1}"}:
+        if values != [{"meta": f"value_{i}"} for i in range(n)]:
             raise AssertionError("raw sqlite3 batch baseline read back the wrong value")
+        return mid - start, end - mid
+
+    return _run(path, synchronous, body)
+
+
+def ours_per_call(path: str, df: Any, n: int, synchronous: str = "NORMAL") -> Timing:
+    """The spec's loop through ``PandasContextAdapter`` on ``SQLiteContextStore``."""
+    from ..adapters.pandas_adapter import PandasContextAdapter
+    from ..sqlite_store import SQLiteContextStore
+
+    _remove(path)
+    try:
+        with SQLiteContextStore(path, synchronous=synchronous) as store:
+            adapter = PandasContextAdapter(df, store)
+            timing = spec_loop(adapter, n)
+            check_read_back(adapter, n, "SQLiteContextStore")
     finally:
-        conn.close()
-    return mid - start, end - mid
+        _remove(path)
+    return timing
 
 
-def ours_per_call(path: str, n: int, synchronous: str = "NORMAL") -> tuple[float, float]:
-    """The per-call loop of :func:`raw_sqlite_per_call` through ``SQLiteContextStore``."""
+def ours_batch(path: str, df: Any, n: int, synchronous: str = "NORMAL") -> Timing:
+    """The batch work of :func:`raw_sqlite_batch` through ``add_context_many``/``get_context_many``."""
+    from ..adapters.pandas_adapter import PandasContextAdapter
     from ..sqlite_store import SQLiteContextStore
 
     _remove(path)
-    with SQLiteContextStore(path, synchronous=synchronous) as store:
-        start = time.perf_counter()
-        for i in range(n):
-            store.set(("row", i), {"meta": f"value_{i}"})
-        mid = time.perf_counter()
-        for i in range(n):
-            value = store.get(("row", i))
-        end = time.perf_counter()
-        if n and value != {"meta": f"value_{n - 1}"}:
-            raise AssertionError("SQLiteContextStore read back the wrong value")
-    return mid - start, end - mid
-
-
-def ours_batch(path: str, n: int, synchronous: str = "NORMAL") -> tuple[float, float]:
-    """The batch work of :func:`raw_sqlite_batch` through ``set_many``/``get_many``."""
-    from ..sqlite_store import SQLiteContextStore
-
-    _remove(path)
-    with SQLiteContextStore(path, synchronous=synchronous) as store:
-        timing = timed_batch(store, n)
+    try:
+        with SQLiteContextStore(path, synchronous=synchronous) as store:
+            timing = batch_loop(PandasContextAdapter(df, store), n)
+    finally:
+        _remove(path)
     return timing
 
 
@@ -141,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     n = int(args[0]) if args else 10_000
     batch_n = int(args[1]) if len(args) > 1 else 100_000
     repeat = int(args[2]) if len(args) > 2 else 5
+    import pandas as pd
+
+    df = pd.DataFrame({"A": range(max(n, batch_n, 100_000))})
     with tempfile.TemporaryDirectory() as tmp:
         for label, count, raw, ours in (
             ("per-call", n, raw_sqlite_per_call, ours_per_call),
@@ -150,8 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(repeat):
                 for name, fn in (("raw", raw), ("ours", ours)):
                     path = os.path.join(tmp, f"{name}.db")
-                    times[name].append(fn(path, count))
-                    _remove(path)
+                    times[name].append(fn(path, df, count))
             rates = {}
             for name, runs in times.items():
                 w = statistics.median(t[0] for t in runs)

@@ -26,7 +26,6 @@ __all__ = [
     "server_url",
     "store_kind",
     "tag",
-    "timed_batch",
 ]
 
 #: Stores ``ctx bench`` knows, in the order of its table.
@@ -60,22 +59,6 @@ def parse_choices(text: str, choices: tuple[str, ...], what: str, hint: str = ""
 def parse_stores(text: str) -> tuple[str, ...]:
     """``"memory, sqlite"`` -> ``("memory", "sqlite")``; ``ValueError`` naming unknown stores."""
     return parse_choices(text, STORES, "store")
-
-
-def timed_batch(store: Any, n: int) -> tuple[float, float]:
-    """``set_many`` then ``get_many`` of ``n`` entries on ``store``: ``(write_s, read_s)``.
-
-    The values read back are checked, so a run that silently lost writes cannot report a time."""
-    import time
-
-    start = time.perf_counter()
-    store.set_many([(("row", i), {"meta": f"value_{i}"}) for i in range(n)])
-    mid = time.perf_counter()
-    values = store.get_many([("row", i) for i in range(n)])
-    end = time.perf_counter()
-    if n and values[-1] != {"meta": f"value_{n - 1}"}:
-        raise AssertionError(f"{type(store).__name__} read back the wrong value")
-    return mid - start, end - mid
 
 
 def store_kind(url: str) -> str:
