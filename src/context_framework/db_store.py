@@ -433,6 +433,10 @@ def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+#: Operations that write in one autocommit statement (a lost connection leaves their outcome unknown).
+_AUTOCOMMIT_WRITES = frozenset({"set", "delete", "clear", "update", "increment"})
+
+
 def _check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
     kinds = (int,) if integer else (int, float)
     if (
@@ -746,6 +750,11 @@ class _Backend:
         elif tx:
             note = "; the transaction was rolled back" if phase != "commit" or not broken else (
                 "; the connection was lost during COMMIT: the outcome is unknown"
+            )
+        elif broken and op in _AUTOCOMMIT_WRITES:
+            note = (
+                "; the connection was lost during the statement, so it may or may not "
+                "have been applied"
             )
         if broken:
             note += " (the connection was dropped; the next call reconnects)"

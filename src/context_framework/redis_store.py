@@ -56,8 +56,9 @@ busy takes a pooled one), which skips the pool's bookkeeping on the hot path.
 Transient failures (refused or dropped connections, timeouts, a server still
 loading) are retried ``retries`` times with exponential backoff and jitter.
 A command that is not idempotent (``increment``, deletes) is only retried
-when it certainly was not sent; otherwise the error says it may or may not
-have been applied. Every redis-py exception becomes a
+when it certainly was not sent. A write that fails for good after any of its
+attempts was sent (say its reply was lost, then every reconnection refused)
+says it may or may not have been applied. Every redis-py exception becomes a
 :class:`~context_framework.exceptions.ContextStoreError` naming the server,
 the operation and the cause (kept as ``__cause__``); a failed authentication
 says so, naming the user. No message and no ``repr`` contains the password.
@@ -173,7 +174,12 @@ class _NotSent(Exception):
 
 
 class _Failure(Exception):
-    """Internal: a command failed for good. The store turns it into a ContextStoreError."""
+    """Internal: a command failed for good. The store turns it into a ContextStoreError.
+
+    ``sent``: whether any attempt sent the command (so it may have been applied),
+    not only the last one: a reply lost on the first attempt and reconnections
+    refused on the retries is still a command that may have been applied.
+    """
 
     def __init__(self, error: BaseException, address: str, attempts: int, sent: bool) -> None:
         super().__init__(error)
@@ -360,7 +366,7 @@ class _Engine:
         """Run ``args`` (a command on ``key``) on the node that holds ``key``."""
         node = self.node_for_key(key)
         failures = redirects = 0
-        asking = False
+        asking = sent = False
         while True:
             try:
                 return node.call(args, idempotent, asking)
@@ -368,10 +374,10 @@ class _Engine:
                 if not (self.cluster and isinstance(exc, _REDIRECTS)) or redirects >= _MAX_REDIRECTS:
                     raise _Failure(exc, node.address, failures + 1, True) from exc
                 redirects += 1
-                node, asking = self._redirect(exc, key, redirects)
+                node, asking = self._redirect(exc, key, redirects)  # a redirect reply: not applied
                 continue
             except _NotSent as exc:
-                error, sent = exc.error, False
+                error = exc.error
             except _CONN_ERRORS as exc:
                 error, sent = exc, True
             failures = self._retry_or_raise(error, sent, idempotent, failures, node.address)
@@ -383,13 +389,14 @@ class _Engine:
     def execute_on(self, node: _Node, args: tuple[Any, ...]) -> Any:
         """Run an idempotent, key-less command (``SCAN``, ``PING``) on ``node``."""
         failures = 0
+        sent = False
         while True:
             try:
                 return node.call(args)
             except rexc.ResponseError as exc:
                 raise _Failure(exc, node.address, failures + 1, True) from exc
             except _NotSent as exc:
-                error, sent = exc.error, False
+                error = exc.error
             except _CONN_ERRORS as exc:
                 error, sent = exc, True
             failures = self._retry_or_raise(error, sent, True, failures, node.address)
@@ -412,11 +419,12 @@ class _Engine:
         nothing was sent.
         """
         failures = 0
+        sent = False  # by any attempt
         while True:
             try:
                 replies = self._run_once(commands, not idempotent)
             except _NotSent as exc:
-                error, sent, address = exc.error, False, getattr(exc, "address", "?")
+                error, address = exc.error, getattr(exc, "address", "?")  # before any send
             except _CONN_ERRORS as exc:
                 error, sent, address = exc, True, getattr(exc, "address", "?")
             else:
@@ -835,8 +843,12 @@ class RedisContextStore(BaseContextStore):
         password = self._password
         return text.replace(password, "***") if password else text
 
-    def _fail(self, op: str, failure: _Failure) -> ContextStoreError:
-        """The ContextStoreError for ``failure`` during ``op`` (never shows the password)."""
+    def _fail(self, op: str, failure: _Failure, *, write: bool = False) -> ContextStoreError:
+        """The ContextStoreError for ``failure`` during ``op`` (never shows the password).
+
+        ``write``: the command changes data, so one that any attempt sent may have
+        been applied, and the message says so.
+        """
         exc = failure.error
         if isinstance(exc, ContextStoreClosedError):
             return exc
@@ -856,11 +868,14 @@ class RedisContextStore(BaseContextStore):
                 f"check the username and password ({detail})"
             )
         elif isinstance(exc, (rexc.TimeoutError, TimeoutError)):
-            message = f"{head}: Redis at {address} did not answer within the socket timeout{tries} ({detail})"
+            message = (
+                f"{head}: Redis at {address} did not answer within the socket timeout{tries} "
+                f"({detail}){_unknown_outcome(failure, write)}"
+            )
         elif isinstance(exc, _CONN_ERRORS):
-            message = f"{head}: cannot reach Redis at {address}{tries} ({detail})"
-            if failure.sent:
-                message += "; the command may or may not have been applied"
+            reach = "lost the connection to" if failure.sent else "cannot reach"
+            outcome = _unknown_outcome(failure, write)
+            message = f"{head}: {reach} Redis at {address}{tries} ({detail}){outcome}"
         elif isinstance(exc, rexc.RedisClusterException):
             message = f"{head}: cannot use the Redis Cluster at {address}{tries} ({detail})"
         elif isinstance(exc, rexc.ResponseError):
@@ -895,7 +910,7 @@ class RedisContextStore(BaseContextStore):
         try:
             self._engine.execute(k, args)
         except _Failure as failure:
-            raise self._fail("set", failure) from failure.error
+            raise self._fail("set", failure, write=True) from failure.error
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:
         k = self._kp + encode_key(key)
@@ -912,7 +927,7 @@ class RedisContextStore(BaseContextStore):
         try:
             return bool(self._engine.execute(k, (b"UNLINK", k), False))
         except _Failure as failure:
-            raise self._fail("delete", failure) from failure.error
+            raise self._fail("delete", failure, write=True) from failure.error
 
     def exists(self, key: Key) -> bool:
         k = self._kp + encode_key(key)
@@ -943,7 +958,7 @@ class RedisContextStore(BaseContextStore):
             ms = max(1, round(min(seconds, 1e12) * 1000))
             return bool(self._engine.execute(k, (b"PEXPIRE", k, b"%d" % ms)))
         except _Failure as failure:
-            raise self._fail("expire", failure) from failure.error
+            raise self._fail("expire", failure, write=True) from failure.error
 
     def time_to_live(self, key: Key) -> float | None:
         """Seconds left before ``key`` expires; ``None`` if it has no TTL or does not exist."""
@@ -1124,11 +1139,11 @@ class RedisContextStore(BaseContextStore):
         self, op: str, failure: _Failure, chunks_done: int, chunks: int, entries_done: int, entries: int
     ) -> ContextStoreError:
         """The error of a batch write that failed after ``chunks_done`` chunks were applied."""
-        error = self._fail(op, failure)
+        error = self._fail(op, failure, write=True)
         if chunks <= 1:
             return error
         failing = (
-            "the failing chunk may have been partly written"
+            "the failing chunk was sent, so it may have been written in whole or in part"
             if failure.sent
             else "the failing chunk was not sent"
         )
@@ -1260,7 +1275,7 @@ class RedisContextStore(BaseContextStore):
             try:
                 replies = engine.run(chunk, False)
             except _Failure as failure:
-                error = self._fail(op, failure)
+                error = self._fail(op, failure, write=True)
                 raise ContextStoreError(
                     f"{op}: {before + deleted:,} keys were deleted ({n:,} of {len(chunks):,} chunks of this "
                     f"batch) before the connection failed; "
@@ -1290,7 +1305,7 @@ class RedisContextStore(BaseContextStore):
         try:
             code, payload = self._engine.evalsha(script, k, args, idempotent)
         except _Failure as failure:
-            raise self._fail(op, failure) from failure.error
+            raise self._fail(op, failure, write=True) from failure.error
         if code == 1:
             raise _too_large(int(payload), self.max_value_size or 0)
         if code == 2:
@@ -1439,6 +1454,13 @@ class RedisContextStore(BaseContextStore):
         if self._prefix != "cf:":
             where += f", prefix={self._prefix!r}"
         return where
+
+
+def _unknown_outcome(failure: _Failure, write: bool) -> str:
+    """The note for a write that an attempt sent before its connection failed ("" otherwise)."""
+    if not (write and failure.sent):
+        return ""
+    return "; it was sent before the connection failed, so it may or may not have been applied"
 
 
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "Authentication required")
