@@ -1915,6 +1915,15 @@ class DBContextStore(BaseContextStore):
             raise _too_long(key, len(k))
         return k
 
+    @property
+    def max_key_size(self) -> int:
+        """The longest encoded key a write accepts: ``MAX_KEY_SIZE`` less this namespace's tag."""
+        return MAX_KEY_SIZE - len(self._nsp)
+
+    def check_write_key(self, key: Key) -> None:
+        """Raise what ``set`` raises for ``key``: not encodable, or over :attr:`max_key_size`."""
+        self._kw(key)
+
     def _range(self, prefix: Any) -> tuple[bytes, bytes]:
         bounds = namespace_range(self._nsp, check_prefix(prefix))
         if self._closed:

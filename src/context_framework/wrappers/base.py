@@ -17,14 +17,14 @@ wrapper's options, never its buffer or cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number
 from ..keys import Key
 from ..values import DEFAULT_MAX_VALUE_SIZE
 
-__all__ = ["WrapperStore", "unwrap"]
+__all__ = ["WrapperStore", "WriteChecks", "unwrap", "write_checks"]
 
 W = TypeVar("W", bound="WrapperStore")
 
@@ -109,6 +109,25 @@ class WrapperStore(BaseContextStore):
     def increment(self, key: Key, field: str, by: Number = 1) -> Number:
         return self.inner.increment(key, field, by)  # type: ignore[no-any-return]
 
+    def check_write(self, key: Key, value: Any) -> None:
+        """What ``inner`` checks (the generic checks for a store without ``check_write``)."""
+        check = getattr(self.inner, "check_write", None)
+        if check is None:
+            super().check_write(key, value)
+        else:
+            check(key, value)
+
+    def check_write_key(self, key: Key) -> None:
+        check = getattr(self.inner, "check_write_key", None)
+        if check is None:
+            super().check_write_key(key)
+        else:
+            check(key)
+
+    @property
+    def max_key_size(self) -> int | None:
+        return getattr(self.inner, "max_key_size", None)
+
     def flush(self) -> None:
         """Send what this wrapper (or a wrapper below it) holds back to the store."""
         flush = getattr(self.inner, "flush", None)
@@ -160,6 +179,43 @@ class WrapperStore(BaseContextStore):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()}{', closed' if self._closed else ''})"
+
+
+class WriteChecks(NamedTuple):
+    """How a wrapper that holds writes back checks them against the store below, without writing.
+
+    ``full``: call ``full(key, value)`` for every write (a store with value rules of its
+    own); ``None`` when the store's value rules are the generic ones, which the wrapper
+    applies itself with the store's ``max_value_size``. ``key``: call ``key(k)`` for a
+    key that may encode to more than ``room`` bytes; ``None`` when every encodable key
+    is accepted.
+    """
+
+    full: Callable[[Key, Any], None] | None
+    key: Callable[[Key], None] | None
+    room: int
+
+
+def write_checks(inner: Any) -> WriteChecks:
+    """The :class:`WriteChecks` for ``inner`` (any store; one without ``check_write`` gets none)."""
+    owner = inner
+    while (
+        isinstance(owner, WrapperStore)
+        and type(owner).check_write is WrapperStore.check_write
+        and type(owner).check_write_key is WrapperStore.check_write_key
+    ):
+        owner = owner.inner  # a wrapper that delegates its checks: the rules are those below
+    if not isinstance(owner, BaseContextStore):
+        return WriteChecks(getattr(inner, "check_write", None), None, 0)
+    describe = getattr(owner, "_write_checks", None)
+    if describe is not None:  # a store of stores (sharding) knows its shards' checks
+        return describe()  # type: ignore[no-any-return]
+    if type(owner).check_write is not BaseContextStore.check_write:
+        return WriteChecks(inner.check_write, None, 0)
+    room = inner.max_key_size
+    if room is None and type(owner).check_write_key is BaseContextStore.check_write_key:
+        return WriteChecks(None, None, 0)
+    return WriteChecks(None, inner.check_write_key, -1 if room is None else room)
 
 
 def _rewrap(cls: type[WrapperStore], inner: Any, config: dict[str, Any]) -> WrapperStore:

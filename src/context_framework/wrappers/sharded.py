@@ -55,6 +55,7 @@ from ..exceptions import (
 )
 from ..keys import Key, encode_key, encode_keys
 from ..values import DEFAULT_MAX_VALUE_SIZE, _flat_bound, prepare_value
+from .base import WriteChecks, write_checks
 
 __all__ = ["Rendezvous", "ShardedStore", "key_hash", "shard_seed"]
 
@@ -255,6 +256,7 @@ class ShardedStore(BaseContextStore):
         self.close_inner = bool(close_inner)
         self._workers = _Workers(len(shards))
         self._secrets: tuple[str, ...] = ()  # passwords to hide from error messages (from URLs)
+        self._checks = [write_checks(s) for s in shards]
 
     # ------------------------------------------------------------------ introspection
 
@@ -275,6 +277,49 @@ class ShardedStore(BaseContextStore):
     def shards_of(self, keys: Iterable[Key]) -> list[int]:
         """:meth:`shard_of` for many keys (fast for long batches)."""
         return self._router.owners(encode_keys(keys))
+
+    # ------------------------------------------------------------------ checking writes
+
+    def check_write(self, key: Key, value: Any) -> None:
+        """What the shard that owns ``key`` checks in ``set(key, value)``."""
+        shard = self._shards[self._route(key)]
+        check = getattr(shard, "check_write", None)
+        if check is None:
+            super().check_write(key, value)
+        else:
+            check(key, value)
+
+    def check_write_key(self, key: Key) -> None:
+        """What the shard that owns ``key`` checks of the key in a write."""
+        shard = self._shards[self._route(key)]
+        check = getattr(shard, "check_write_key", None)
+        if check is None:
+            encode_key(key)
+        else:
+            check(key)
+
+    @property
+    def max_key_size(self) -> int | None:
+        """The smallest key limit of the shards (a key that fits it fits every shard)."""
+        rooms = [c.room for c in self._checks if c.key is not None]
+        return min(rooms) if rooms else None
+
+    def _write_checks(self) -> WriteChecks:
+        """:func:`~context_framework.wrappers.base.write_checks` of this store, from its shards'."""
+        if any(c.full is not None for c in self._checks):
+            return WriteChecks(self.check_write, None, 0)
+        room = self.max_key_size
+        return WriteChecks(None, None if room is None else self.check_write_key, room or 0)
+
+    def _check_shard_keys(self, parts: list[list[tuple[Key, Mapping[str, Any]]]]) -> None:
+        """Each shard's checks of its part of a batch, before any shard writes (values: once, here)."""
+        for checks, part in zip(self._checks, parts):
+            if checks.full is not None:
+                for key, value in part:
+                    checks.full(key, value)
+            elif checks.key is not None:
+                for key, _ in part:
+                    checks.key(key)  # few keys need it; the shard's own check is quick
 
     # ------------------------------------------------------------------ errors and running
 
@@ -426,6 +471,7 @@ class ShardedStore(BaseContextStore):
         appends = [part.append for part in parts]
         for pair, owner in zip(pairs, owners):
             appends[owner](pair)
+        self._check_shard_keys(parts)  # a key one shard refuses must not leave the others written
         jobs = [(i, partial(self._shards[i].set_many, part)) for i, part in enumerate(parts) if part]
         self._run("set_many", jobs, write=True)
 
@@ -511,6 +557,7 @@ class ShardedStore(BaseContextStore):
         child = object.__new__(type(self))
         child.__dict__.update(self.__dict__)  # shares the pool and the set of views
         child._shards = views
+        child._checks = [write_checks(v) for v in views]  # a key limit can depend on the namespace
         child._namespace = views[0].namespace
         child._is_view = True
         self._views.add(child)
