@@ -30,7 +30,7 @@ from context_framework import (
     open_store,
 )
 from context_framework.testing import servers
-from context_framework.wrappers import BufferedStore, CachedStore, ShardedStore
+from context_framework.wrappers import BufferedStore, CachedStore, ShardedStore, buffered
 
 LONG_KEY = ("k", "x" * 3000)  # 3,000+ bytes encoded: over the SQL primary-key limit
 
@@ -269,6 +269,7 @@ def test_a_failure_retrying_cannot_fix_says_it_was_not_retried(tmp_path: Path) -
     message = str(info.value)
     assert "not retried" in message and "retried for" not in message, message
     assert store.pending_count == 1  # kept: the caller may still flush it elsewhere
+    buffered._LIVE.discard(store)  # its inner store is gone for good: no exit message from this test
 
 
 _EXIT_CHILD = textwrap.dedent(

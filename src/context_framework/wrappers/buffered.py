@@ -74,7 +74,6 @@ from ..in_memory_context_store import (
     _fast_entry,
     _freeze,
     _original,
-    _size_bound,
     _thaw,
     fast_str_limit,
 )
@@ -275,7 +274,7 @@ class BufferedStore(WrapperStore):
 
     def _bind_checks(self) -> None:
         """What the inner store checks in a write (its key limit can depend on the namespace)."""
-        self._full_check, self._key_check, self._key_room = write_checks(self.inner)
+        self._checks = write_checks(self.inner)
 
     def _close_view(self) -> None:
         self.flush()
@@ -295,8 +294,15 @@ class BufferedStore(WrapperStore):
         """``set`` for a key already in canonical form (the pandas adapter's fast path)."""
         if key is _MISSING:
             key = ckey if type(ckey) is not bytes else _original(ckey)
-        if self._key_check is not None or self._full_check is not None:
-            self._check_inner(ckey, key, value)
+        checks = self._checks
+        if checks is not None and not (  # ("row", 7) with a short str surely fits: no call
+            type(ckey) is tuple
+            and len(ckey) == 2
+            and type(ckey[1]) is int
+            and type(ckey[0]) is str
+            and len(ckey[0]) <= checks.head
+        ):
+            checks(ckey, key, value)
         self._set_entry(ckey, self._entry(value), key)
 
     def _set_entry(self, ckey: Any, entry: Any, key: Any = None) -> None:
@@ -320,21 +326,18 @@ class BufferedStore(WrapperStore):
         self._check_usable()
         pairs = list(iter_pairs(items))
         ckeys = _canonical_batch([k for k, _ in pairs])
-        if self._key_check is not None or self._full_check is not None:
+        checks = self._checks
+        if checks is not None:
             for ckey, (key, value) in zip(ckeys, pairs):
-                self._check_inner(ckey, key, value)
+                checks(ckey, key, value)
         entry = self._entry
         entries = [entry(v) for _, v in pairs]  # everything validated before anything is buffered
         self._put_many(list(zip(ckeys, [k for k, _ in pairs], entries)))
 
     def _check_inner(self, ckey: Any, key: Key, value: Any) -> None:
-        """What the inner store checks in a write of ``value`` under ``key`` (beyond the value
-        rules, which the buffer applies itself): its key limit, or its own ``check_write``."""
-        key_check = self._key_check
-        if key_check is not None and _size_bound(ckey) > self._key_room:
-            key_check(key)
-        if self._full_check is not None:
-            self._full_check(key, value)
+        """What the inner store checks in a write of ``value`` (see ``write_checks``)."""
+        if self._checks is not None:
+            self._checks(ckey, key, value)
 
     def _put_many(self, ops: list[tuple[Any, Key, Any]]) -> None:
         buf = self._buf

@@ -64,7 +64,6 @@ from ..in_memory_context_store import (
     _ClosedData,
     _fast_entry,
     _freeze,
-    _size_bound,
     _thaw,
     fast_str_limit,
 )
@@ -475,7 +474,7 @@ class CachedStore(WrapperStore):
         # takes the entry this cache already validated and froze (no second check or copy)
         self._inner_set_entry = getattr(inner, "_set_entry", None)
         # what the store below checks beyond the value rules (its key limit), run here first
-        self._full_check, self._key_check, self._key_room = write_checks(inner)
+        self._checks = write_checks(inner)
 
     def _mark_closed(self) -> None:
         super()._mark_closed()
@@ -722,8 +721,15 @@ class CachedStore(WrapperStore):
         """``set`` of one key (``key`` None: hand ``ckey`` to the inner store's fast path)."""
         if self._closed:
             raise self._closed_error()
-        if self._key_check is not None or self._full_check is not None:
-            self._check_inner(ckey, key, value)
+        checks = self._checks
+        if checks is not None and not (  # ("row", 7) with a short str surely fits: no call
+            type(ckey) is tuple
+            and len(ckey) == 2
+            and type(ckey[1]) is int
+            and type(ckey[0]) is str
+            and len(ckey[0]) <= checks.head
+        ):
+            checks(ckey, _original(ckey) if key is None else key, value)
         entry = _fast_entry(value, self._fast_len)
         if entry is None:
             entry = _freeze(prepare_value(value, self.max_value_size))
@@ -749,16 +755,6 @@ class CachedStore(WrapperStore):
             self._finish_one(h, epoch, start, ckey, _DROP)
             raise
         self._finish_one(h, epoch, start, ckey, entry)
-
-    def _check_inner(self, ckey: Any, key: Any, value: Any) -> None:
-        """What the store below checks in a write, beyond the value rules (see ``write_checks``)."""
-        if key is None:
-            key = _original(ckey)
-        key_check = self._key_check
-        if key_check is not None and _size_bound(ckey) > self._key_room:
-            key_check(key)
-        if self._full_check is not None:
-            self._full_check(key, value)
 
     def _finish_one(self, h: int, epoch: int, start: int, ckey: Any, value: Any) -> None:
         """:meth:`_finish` for one key (``value`` ``_DROP``: drop the entry)."""
@@ -786,9 +782,10 @@ class CachedStore(WrapperStore):
     ) -> None:
         pairs = list(iter_pairs(items))
         ckeys = _canonical_batch([k for k, _ in pairs])
-        if self._key_check is not None or self._full_check is not None:
+        checks = self._checks
+        if checks is not None:
             for ckey, (key, value) in zip(ckeys, pairs):
-                self._check_inner(ckey, key, value)
+                checks(ckey, key, value)
         entries = [self._value(v) for _, v in pairs]
         self._check_open()
         if not pairs:

@@ -301,25 +301,30 @@ class ShardedStore(BaseContextStore):
     @property
     def max_key_size(self) -> int | None:
         """The smallest key limit of the shards (a key that fits it fits every shard)."""
-        rooms = [c.room for c in self._checks if c.key is not None]
+        rooms = [c.room for c in self._checks if c is not None and c.key is not None]
         return min(rooms) if rooms else None
 
-    def _write_checks(self) -> WriteChecks:
+    def _write_checks(self) -> WriteChecks | None:
         """:func:`~context_framework.wrappers.base.write_checks` of this store, from its shards'."""
-        if any(c.full is not None for c in self._checks):
+        if any(c is not None and c.full is not None for c in self._checks):
             return WriteChecks(self.check_write, None, 0)
         room = self.max_key_size
-        return WriteChecks(None, None if room is None else self.check_write_key, room or 0)
+        return None if room is None else WriteChecks(None, self.check_write_key, room)
 
-    def _check_shard_keys(self, parts: list[list[tuple[Key, Mapping[str, Any]]]]) -> None:
-        """Each shard's checks of its part of a batch, before any shard writes (values: once, here)."""
-        for checks, part in zip(self._checks, parts):
-            if checks.full is not None:
-                for key, value in part:
-                    checks.full(key, value)
-            elif checks.key is not None:
-                for key, _ in part:
-                    checks.key(key)  # few keys need it; the shard's own check is quick
+    def _check_shard_writes(
+        self, pairs: list[tuple[Key, Mapping[str, Any]]], encoded: list[bytes], owners: list[int]
+    ) -> None:
+        """Each shard's own checks of the writes of a batch it owns, before any shard writes."""
+        checks = self._checks
+        if all(c is None for c in checks):
+            return
+        for (key, value), k, owner in zip(pairs, encoded, owners):
+            check = checks[owner]
+            if check is not None:
+                if check.key is not None and len(k) > check.room:
+                    check.key(key)
+                if check.full is not None:
+                    check.full(key, value)
 
     # ------------------------------------------------------------------ errors and running
 
@@ -465,13 +470,14 @@ class ShardedStore(BaseContextStore):
         pairs = list(iter_pairs(items))
         if not pairs:
             return
-        owners = self._router.owners(encode_keys([k for k, _ in pairs]))  # validates every key
+        encoded = encode_keys([k for k, _ in pairs])  # validates every key
+        owners = self._router.owners(encoded)
+        self._check_shard_writes(pairs, encoded, owners)  # what one shard refuses must stop every shard
         _check_values([v for _, v in pairs], self.max_value_size)
         parts: list[list[tuple[Key, Mapping[str, Any]]]] = [[] for _ in self._shards]
         appends = [part.append for part in parts]
         for pair, owner in zip(pairs, owners):
             appends[owner](pair)
-        self._check_shard_keys(parts)  # a key one shard refuses must not leave the others written
         jobs = [(i, partial(self._shards[i].set_many, part)) for i, part in enumerate(parts) if part]
         self._run("set_many", jobs, write=True)
 
