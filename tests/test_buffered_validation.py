@@ -230,6 +230,20 @@ def test_refused_writes_found_by_the_background_flush_are_reported_to_the_next_c
     store.close()
 
 
+def test_a_cache_above_forgets_a_write_refused_at_flush() -> None:
+    inner = InMemoryContextStore()
+    store = CachedStore(BufferedStore(inner, flush_interval=None))
+    store.set(("big",), {"v": "x" * 500})
+    store.set(("ok",), {"v": 1})
+    assert store.get(("big",)) == {"v": "x" * 500}  # served by the cache
+    inner.max_value_size = 200
+    with pytest.raises(ContextWritesRefusedError):
+        store.flush()
+    assert store.get(("big",)) is None  # not a value the store holds
+    assert store.get(("ok",)) == {"v": 1}
+    store.close()
+
+
 # --------------------------------------------------------------------------- truthful messages
 
 

@@ -150,6 +150,13 @@ class _Buffer:
         self.pid = os.getpid()
         self.flushes = 0
         self.failures = 0
+        self.refusal_sinks: list[weakref.WeakMethod[Any]] = []  # told of each refused write
+
+    def tell_refused(self, namespace: str, ckey: Any) -> None:
+        for ref in list(self.refusal_sinks):
+            sink = ref()
+            if sink is not None:
+                sink(namespace, ckey)
 
     # ------------------------------------------------------------------ bookkeeping (lock held)
 
@@ -271,6 +278,11 @@ class BufferedStore(WrapperStore):
                 relative = self._namespace[len(base) + 1 :] if base else self._namespace
                 buf.inners[self._namespace] = buf.root.with_namespace(relative)
         self._bind_checks()
+
+    def _watch_refusals(self, sink: Any) -> None:
+        """Call the bound method ``sink(namespace, canonical key)`` (held weakly) for each
+        write the store refuses at flush: a cache above drops what it holds for the key."""
+        self._buf.refusal_sinks.append(weakref.WeakMethod(sink))
 
     def _bind_checks(self) -> None:
         """What the inner store checks in a write (its key limit can depend on the namespace)."""
@@ -573,12 +585,13 @@ class BufferedStore(WrapperStore):
             inner.set_many([(op[1], op[2] if None not in op[2] else _thaw(op[2])) for op in part])
 
         if deletes:
-            self._send_part(space, deletes, delete_many, outcome)
+            self._send_part(ns, space, deletes, delete_many, outcome)
         if sets:
-            self._send_part(space, sets, set_many, outcome)
+            self._send_part(ns, space, sets, set_many, outcome)
 
     def _send_part(
         self,
+        ns: str,
         space: dict[Any, tuple[Key, Any]],
         part: list[tuple[Any, Key, Any]],
         write: Any,
@@ -593,12 +606,13 @@ class BufferedStore(WrapperStore):
         except Exception as exc:
             if len(part) > 1:
                 middle = len(part) // 2
-                self._send_part(space, part[:middle], write, outcome)
-                self._send_part(space, part[middle:], write, outcome)
+                self._send_part(ns, space, part[:middle], write, outcome)
+                self._send_part(ns, space, part[middle:], write, outcome)
                 return
             if not isinstance(exc, ContextError):
                 raise  # not a refusal of this write: keep it buffered and report it
             outcome.refused.append((part[0][1], exc))
+            self._buf.tell_refused(ns, part[0][0])
         self._done(space, part)
 
     def _done(self, space: dict[Any, tuple[Key, Any]], part: list[tuple[Any, Key, Any]]) -> None:

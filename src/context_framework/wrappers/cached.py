@@ -240,6 +240,14 @@ class _Cache:
         self.size = 0
         self.verifying.clear()
 
+    def refused(self, namespace: str, ckey: Any) -> None:
+        """The store below refused (and dropped) a buffered write to ``ckey``: forget the key."""
+        with self.lock:
+            self.ver[hash(ckey) & _MASK] += 1  # a read or write in flight will not cache it either
+            space = self.spaces.get(namespace)
+            if space is not None:
+                self.remove(space, ckey)
+
     def drop_space(self, space: dict[Any, list[Any]]) -> None:
         """Forget one namespace. Caller holds the lock."""
         self.epoch += 1
@@ -399,6 +407,18 @@ def _tracked_redis(store: Any) -> Any:
     return layer if isinstance(layer, RedisContextStore) else None
 
 
+def _watch_refusals_below(store: Any, state: _Cache) -> None:
+    """Have the write buffer below (through wrappers that keep keys) tell ``state`` of the
+    writes the store refuses when the buffer sends them: the cache holds them as written."""
+    layer = store
+    while isinstance(layer, WrapperStore) and layer.keeps_keys:
+        watch = getattr(layer, "_watch_refusals", None)
+        if watch is not None:
+            watch(state.refused)
+            return
+        layer = layer.inner
+
+
 def _tracking_available() -> bool:
     from .._redis_tracking import available
 
@@ -449,6 +469,7 @@ class CachedStore(WrapperStore):
         state = self._state = _Cache(max_size, self._ttl)
         self._hits = state.hits
         self._bind_namespace()
+        _watch_refusals_below(inner, state)
         if invalidation is False:
             return
         redis = _tracked_redis(inner)
