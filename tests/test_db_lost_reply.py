@@ -74,3 +74,36 @@ def test_an_autocommit_write_whose_reply_is_lost_may_or_may_not_have_been_applie
             return
         assert UNKNOWN in str(info.value), str(info.value)
         assert applied(raw), f"the proxy let {op} through, the server should hold its effect"
+
+
+def test_a_write_the_server_refuses_on_a_dropped_connection_was_not_applied(
+    mysql_url: str, unique_name: str
+) -> None:
+    """MariaDB answers a statement over max_allowed_packet with error 1153, then drops the
+    connection: the server's verdict is known, so the message must not say "may or may not"."""
+    packet = _max_allowed_packet(mysql_url)
+    if packet > 64 << 20:
+        pytest.skip(f"max_allowed_packet is {packet:,} bytes: too large a value to send in a test")
+    with DBContextStore(mysql_url, namespace=unique_name, max_value_size=None) as store:
+        try:
+            with pytest.raises(ContextStoreError, match="1153") as info:
+                store.set(("big",), {"v": "x" * (packet + 1024)})
+            assert UNKNOWN not in str(info.value), str(info.value)
+            assert store.get(("big",)) is None
+        finally:
+            store.clear()
+
+
+def _max_allowed_packet(url: str) -> int:
+    pymysql = pytest.importorskip("pymysql")
+    parts = urlsplit(url)
+    conn = pymysql.connect(
+        host=parts.hostname or "localhost", port=parts.port or 3306, user=parts.username or "root",
+        password=parts.password or "", database=parts.path.lstrip("/"),
+    )  # fmt: skip
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@max_allowed_packet")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()

@@ -751,7 +751,7 @@ class _Backend:
             note = "; the transaction was rolled back" if phase != "commit" or not broken else (
                 "; the connection was lost during COMMIT: the outcome is unknown"
             )
-        elif broken and op in _AUTOCOMMIT_WRITES:
+        elif broken and op in _AUTOCOMMIT_WRITES and not self._server_refused(exc):
             note = (
                 "; the connection was lost during the statement, so it may or may not "
                 "have been applied"
@@ -759,6 +759,13 @@ class _Backend:
         if broken:
             note += " (the connection was dropped; the next call reconnects)"
         return ContextStoreError(f"{self.where}: {op} failed: {self._message(exc)}{note}")
+
+    def _server_refused(self, exc: BaseException) -> bool:
+        """Whether the server answered with an error (the statement was not applied), rather
+        than the connection being lost: a server error has a code (a PostgreSQL SQLSTATE, a
+        MariaDB code below 2000; 2000-2999 are the client library's own, e.g. 2013, lost)."""
+        code = self._error_code(exc)
+        return code is not None and not (isinstance(code, int) and 2000 <= code < 3000)
 
     def connect_error(self, exc: BaseException) -> ContextStoreError:
         user = f" as {self.target.user!r}" if self.target.user else ""
