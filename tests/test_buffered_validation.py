@@ -244,6 +244,17 @@ def test_a_cache_above_forgets_a_write_refused_at_flush() -> None:
     store.close()
 
 
+def test_close_reports_refused_writes_and_still_closes() -> None:
+    inner = InMemoryContextStore()
+    store = BufferedStore(inner, flush_interval=None, close_inner=False)
+    store.set(("big",), {"v": "x" * 500})
+    store.set(("ok",), {"v": 1})
+    inner.max_value_size = 200
+    with pytest.raises(ContextWritesRefusedError, match="refused"):
+        store.close()
+    assert store.closed and dict(inner.items()) == {("ok",): {"v": 1}}
+
+
 # --------------------------------------------------------------------------- truthful messages
 
 

@@ -729,11 +729,18 @@ class BufferedStore(WrapperStore):
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Flush, stop the flusher and close. If the flush fails the store stays open."""
+        """Flush, stop the flusher and close. If the flush fails the store stays open (writes
+        the store refused are reported after closing: nothing of them is left to send)."""
         if self._closed:
             return
+        report = None
         if not self._is_view:
-            self.flush()
+            report = self._flush_report()
+            if report is not None and report.error is not None:
+                self._raise_failure(report)  # writes are still buffered: keep the store open
+            flush = getattr(self.inner, "flush", None)
+            if flush is not None:
+                flush()
             buf = self._buf
             with buf.lock:
                 buf.stopping = True
@@ -743,6 +750,8 @@ class BufferedStore(WrapperStore):
                 thread.join(5.0)
         super().close()
         _LIVE.discard(self)
+        if report is not None:
+            self._raise_failure(report)
 
 
 def _flusher(ref: weakref.ref[BufferedStore]) -> None:
