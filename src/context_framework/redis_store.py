@@ -176,17 +176,22 @@ class _NotSent(Exception):
 class _Failure(Exception):
     """Internal: a command failed for good. The store turns it into a ContextStoreError.
 
-    ``sent``: whether any attempt sent the command (so it may have been applied),
-    not only the last one: a reply lost on the first attempt and reconnections
-    refused on the retries is still a command that may have been applied.
+    ``sent``: the command reached a server (a reply, or a connection lost after
+    sending). ``lost``: an attempt, any attempt and not only the last, sent the
+    command and lost its connection before the reply, so it may have been
+    applied: a reply lost on the first attempt and reconnections refused on the
+    retries is still a command that may have been applied.
     """
 
-    def __init__(self, error: BaseException, address: str, attempts: int, sent: bool) -> None:
+    def __init__(
+        self, error: BaseException, address: str, attempts: int, sent: bool, lost: bool = False
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.address = address
         self.attempts = attempts
         self.sent = sent
+        self.lost = lost
 
 
 def _takes_no_command_name() -> bool:
@@ -353,7 +358,7 @@ class _Engine:
     ) -> int:
         """Sleep and return the new failure count, or raise ``_Failure``."""
         if isinstance(exc, _FINAL_ERRORS) or (sent and not idempotent) or failures >= self.retries:
-            raise _Failure(exc, address, failures + 1, sent) from exc
+            raise _Failure(exc, address, failures + 1, sent, sent) from exc
         failures += 1
         time.sleep(_backoff(failures))
         try:
@@ -366,22 +371,26 @@ class _Engine:
         """Run ``args`` (a command on ``key``) on the node that holds ``key``."""
         node = self.node_for_key(key)
         failures = redirects = 0
-        asking = sent = False
-        while True:
-            try:
-                return node.call(args, idempotent, asking)
-            except rexc.ResponseError as exc:
-                if not (self.cluster and isinstance(exc, _REDIRECTS)) or redirects >= _MAX_REDIRECTS:
-                    raise _Failure(exc, node.address, failures + 1, True) from exc
-                redirects += 1
-                node, asking = self._redirect(exc, key, redirects)  # a redirect reply: not applied
-                continue
-            except _NotSent as exc:
-                error = exc.error
-            except _CONN_ERRORS as exc:
-                error, sent = exc, True
-            failures = self._retry_or_raise(error, sent, idempotent, failures, node.address)
-            node, asking = self.node_for_key(key), False
+        asking = lost = False  # lost: an attempt was sent, then its connection failed
+        try:
+            while True:
+                try:
+                    return node.call(args, idempotent, asking)
+                except rexc.ResponseError as exc:
+                    if not (self.cluster and isinstance(exc, _REDIRECTS)) or redirects >= _MAX_REDIRECTS:
+                        raise _Failure(exc, node.address, failures + 1, True) from exc
+                    redirects += 1
+                    node, asking = self._redirect(exc, key, redirects)  # a redirect reply: not applied
+                    continue
+                except _NotSent as exc:
+                    error = exc.error
+                except _CONN_ERRORS as exc:
+                    error, lost = exc, True
+                failures = self._retry_or_raise(error, lost, idempotent, failures, node.address)
+                node, asking = self.node_for_key(key), False
+        except _Failure as failure:  # also a later failure (no node for the slot, a reply)
+            failure.lost = failure.lost or lost
+            raise
 
     def _redirect(self, exc: BaseException, key: bytes, count: int) -> tuple[_Node, bool]:
         raise _Failure(exc, "?", 1, True)
@@ -419,17 +428,22 @@ class _Engine:
         nothing was sent.
         """
         failures = 0
-        sent = False  # by any attempt
-        while True:
-            try:
-                replies = self._run_once(commands, not idempotent)
-            except _NotSent as exc:
-                error, address = exc.error, getattr(exc, "address", "?")  # before any send
-            except _CONN_ERRORS as exc:
-                error, sent, address = exc, True, getattr(exc, "address", "?")
-            else:
-                return self._follow_redirects(commands, replies, idempotent)
-            failures = self._retry_or_raise(error, sent, idempotent, failures, address)
+        lost = False  # an attempt was sent, then its connection failed
+        try:
+            while True:
+                try:
+                    replies = self._run_once(commands, not idempotent)
+                except _NotSent as exc:
+                    error, address = exc.error, getattr(exc, "address", "?")  # before any send
+                except _CONN_ERRORS as exc:
+                    error, lost, address = exc, True, getattr(exc, "address", "?")
+                else:
+                    return self._follow_redirects(commands, replies, idempotent)
+                failures = self._retry_or_raise(error, lost, idempotent, failures, address)
+        except _Failure as failure:  # also a later failure (no node for a slot)
+            failure.lost = failure.lost or lost
+            failure.sent = failure.sent or lost
+            raise
 
     def _follow_redirects(
         self, commands: list[tuple[int, tuple[Any, ...]]], replies: list[Any], idempotent: bool
@@ -873,7 +887,7 @@ class RedisContextStore(BaseContextStore):
                 f"({detail}){_unknown_outcome(failure, write)}"
             )
         elif isinstance(exc, _CONN_ERRORS):
-            reach = "lost the connection to" if failure.sent else "cannot reach"
+            reach = "lost the connection to" if failure.lost else "cannot reach"
             outcome = _unknown_outcome(failure, write)
             message = f"{head}: {reach} Redis at {address}{tries} ({detail}){outcome}"
         elif isinstance(exc, rexc.RedisClusterException):
@@ -882,6 +896,8 @@ class RedisContextStore(BaseContextStore):
             message = f"{head}: Redis at {address} replied: {detail}"
         else:
             message = f"{head}: {detail}"
+        if not isinstance(exc, (rexc.TimeoutError, TimeoutError, *_CONN_ERRORS)):
+            message += _unknown_outcome(failure, write)  # e.g. an earlier attempt's reply was lost
         return ContextStoreError(message)
 
     def _decode(self, raw: bytes) -> Metadata:
@@ -1458,7 +1474,7 @@ class RedisContextStore(BaseContextStore):
 
 def _unknown_outcome(failure: _Failure, write: bool) -> str:
     """The note for a write that an attempt sent before its connection failed ("" otherwise)."""
-    if not (write and failure.sent):
+    if not (write and failure.lost):
         return ""
     return "; it was sent before the connection failed, so it may or may not have been applied"
 
