@@ -232,6 +232,7 @@ class BaseContextStore(ABC):
     #: URL scheme(s) this store answers to, e.g. ``"memory"``.
     scheme: ClassVar[str] = ""
 
+
     def __init__(
         self, *, namespace: str = "", max_value_size: int | None = DEFAULT_MAX_VALUE_SIZE
     ) -> None:
@@ -344,6 +345,43 @@ class BaseContextStore(ABC):
             result = increment_result(new, key, field)
             self.set(key, new)
             return result
+
+    # ------------------------------------------------------------------ checking writes
+
+    def check_write(self, key: Key, value: Any) -> None:
+        """Raise what ``set(key, value)`` would raise because of ``key`` or ``value``; write nothing.
+
+        Nothing is sent to the backend, so this never raises a backend failure.
+        Write-behind wrappers (``BufferedStore``) call it when a write enters the
+        buffer, so that a write the store will refuse fails in the caller at once.
+        The default checks the key (:meth:`check_write_key`), then the value (the
+        rules of :mod:`~context_framework.values` and ``max_value_size``). A store
+        with a key limit overrides :meth:`check_write_key` (and sets
+        :attr:`max_key_size`); one with value rules of its own overrides this.
+        """
+        self.check_write_key(key)
+        self._check_value(value)
+
+    @property
+    def max_key_size(self) -> int | None:
+        """The longest key (bytes of :func:`~context_framework.keys.encode_key`, namespace not
+        counted) that :meth:`check_write_key` accepts; ``None``: every encodable key.
+
+        A store whose backend limits keys overrides it, so that wrappers can skip the
+        check for keys that surely fit.
+        """
+        return None
+
+    def check_write_key(self, key: Key) -> None:
+        """The key part of :meth:`check_write`: raise UnsupportedKeyError if a write of ``key``
+        would be refused because of the key (not encodable, or over :attr:`max_key_size`)."""
+        encoded = encode_key(key)
+        limit = self.max_key_size
+        if limit is not None and len(encoded) > limit:
+            raise UnsupportedKeyError(
+                f"cannot use {key!r:.100} as a context key here: it encodes to {len(encoded):,} bytes, "
+                f"over the {limit:,}-byte key limit of {self!r}"
+            )
 
     # ------------------------------------------------------------------ helpers
 

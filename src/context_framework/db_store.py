@@ -435,6 +435,10 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
+#: Operations that write in one autocommit statement (a lost connection leaves their outcome unknown).
+_AUTOCOMMIT_WRITES = frozenset({"set", "delete", "clear", "update", "increment"})
+
+
 def _check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
     kinds = (int,) if integer else (int, float)
     if (
@@ -749,9 +753,21 @@ class _Backend:
             note = "; the transaction was rolled back" if phase != "commit" or not broken else (
                 "; the connection was lost during COMMIT: the outcome is unknown"
             )
+        elif broken and op in _AUTOCOMMIT_WRITES and not self._server_refused(exc):
+            note = (
+                "; the connection was lost during the statement, so it may or may not "
+                "have been applied"
+            )
         if broken:
             note += " (the connection was dropped; the next call reconnects)"
         return ContextStoreError(f"{self.where}: {op} failed: {self._message(exc)}{note}")
+
+    def _server_refused(self, exc: BaseException) -> bool:
+        """Whether the server answered with an error (the statement was not applied), rather
+        than the connection being lost: a server error has a code (a PostgreSQL SQLSTATE, a
+        MariaDB code below 2000; 2000-2999 are the client library's own, e.g. 2013, lost)."""
+        code = self._error_code(exc)
+        return code is not None and not (isinstance(code, int) and 2000 <= code < 3000)
 
     def connect_error(self, exc: BaseException) -> ContextStoreError:
         user = f" as {self.target.user!r}" if self.target.user else ""
@@ -1897,6 +1913,15 @@ class DBContextStore(BaseContextStore):
         if len(k) > MAX_KEY_SIZE:
             raise _too_long(key, len(k))
         return k
+
+    @property
+    def max_key_size(self) -> int:
+        """The longest encoded key a write accepts: ``MAX_KEY_SIZE`` less this namespace's tag."""
+        return MAX_KEY_SIZE - len(self._nsp)
+
+    def check_write_key(self, key: Key) -> None:
+        """Raise what ``set`` raises for ``key``: not encodable, or over :attr:`max_key_size`."""
+        self._kw(key)
 
     def _range(self, prefix: Any) -> tuple[bytes, bytes]:
         bounds = namespace_range(self._nsp, check_prefix(prefix))

@@ -20,10 +20,13 @@ The tree::
     └── ContextStoreError ............... the backend failed; ``__cause__`` holds the driver error
         ├── ContextStoreClosedError ..... the store was closed
         ├── ContextStoreBusyError ....... the backend stayed locked/busy past the timeout
-        └── ContextSchemaError .......... the stored schema is from an unknown/newer version
+        ├── ContextSchemaError .......... the stored schema is from an unknown/newer version
+        └── ContextWritesRefusedError ... buffered writes the store refused when they were sent
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ContextConfigurationError",
@@ -36,6 +39,7 @@ __all__ = [
     "ContextStoreError",
     "ContextValueError",
     "ContextValueTooLargeError",
+    "ContextWritesRefusedError",
     "LabelNotFoundError",
     "MissingDependencyError",
     "UnsupportedKeyError",
@@ -102,3 +106,15 @@ class ContextStoreBusyError(ContextStoreError):
 
 class ContextSchemaError(ContextStoreError):
     """The backend holds a schema this version of the library cannot use."""
+
+
+class ContextWritesRefusedError(ContextStoreError):
+    """Writes held back (by ``BufferedStore``) that the store refused when they were sent.
+
+    Retrying cannot store them, so they were dropped; the other writes were sent.
+    ``refused`` holds ``(key, error)`` pairs; ``__cause__`` is the first error.
+    """
+
+    def __init__(self, message: str, refused: list[tuple[Any, BaseException]] | None = None) -> None:
+        super().__init__(message)
+        self.refused: list[tuple[Any, BaseException]] = list(refused or ())

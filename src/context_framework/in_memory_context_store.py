@@ -134,6 +134,25 @@ def _canonical(key: Any) -> Any:
     return encoded
 
 
+def _size_bound(ckey: Any) -> int:
+    """An upper bound of the length of ``encode_key`` of a key in canonical form, without encoding it.
+
+    Exact for the encoded-bytes form; for plain parts, an ASCII str takes at most
+    ``2 * len + 2`` bytes (a NUL is escaped) and an int ``bit_length // 8 + 3``.
+    """
+    t = type(ckey)
+    if t is bytes:
+        return len(ckey)
+    if t is tuple:
+        n = 1
+        for part in ckey:
+            n += 2 * len(part) + 2 if type(part) is str else (part.bit_length() >> 3) + 3
+        return n
+    if t is str:
+        return 2 * len(ckey) + 3
+    return (ckey.bit_length() >> 3) + 4  # type: ignore[no-any-return]
+
+
 def _checked(new: Metadata, key: Key, field: str) -> Metadata:
     increment_result(new, key, field)
     return new

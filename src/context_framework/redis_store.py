@@ -56,8 +56,9 @@ busy takes a pooled one), which skips the pool's bookkeeping on the hot path.
 Transient failures (refused or dropped connections, timeouts, a server still
 loading) are retried ``retries`` times with exponential backoff and jitter.
 A command that is not idempotent (``increment``, deletes) is only retried
-when it certainly was not sent; otherwise the error says it may or may not
-have been applied. Every redis-py exception becomes a
+when it certainly was not sent. A write that fails for good after any of its
+attempts was sent (say its reply was lost, then every reconnection refused)
+says it may or may not have been applied. Every redis-py exception becomes a
 :class:`~context_framework.exceptions.ContextStoreError` naming the server,
 the operation and the cause (kept as ``__cause__``); a failed authentication
 says so, naming the user. No message and no ``repr`` contains the password.
@@ -174,14 +175,24 @@ class _NotSent(Exception):
 
 
 class _Failure(Exception):
-    """Internal: a command failed for good. The store turns it into a ContextStoreError."""
+    """Internal: a command failed for good. The store turns it into a ContextStoreError.
 
-    def __init__(self, error: BaseException, address: str, attempts: int, sent: bool) -> None:
+    ``sent``: the command reached a server (a reply, or a connection lost after
+    sending). ``lost``: an attempt, any attempt and not only the last, sent the
+    command and lost its connection before the reply, so it may have been
+    applied: a reply lost on the first attempt and reconnections refused on the
+    retries is still a command that may have been applied.
+    """
+
+    def __init__(
+        self, error: BaseException, address: str, attempts: int, sent: bool, lost: bool = False
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.address = address
         self.attempts = attempts
         self.sent = sent
+        self.lost = lost
 
 
 def _takes_no_command_name() -> bool:
@@ -348,7 +359,7 @@ class _Engine:
     ) -> int:
         """Sleep and return the new failure count, or raise ``_Failure``."""
         if isinstance(exc, _FINAL_ERRORS) or (sent and not idempotent) or failures >= self.retries:
-            raise _Failure(exc, address, failures + 1, sent) from exc
+            raise _Failure(exc, address, failures + 1, sent, sent) from exc
         failures += 1
         time.sleep(_backoff(failures))
         try:
@@ -361,22 +372,26 @@ class _Engine:
         """Run ``args`` (a command on ``key``) on the node that holds ``key``."""
         node = self.node_for_key(key)
         failures = redirects = 0
-        asking = False
-        while True:
-            try:
-                return node.call(args, idempotent, asking)
-            except rexc.ResponseError as exc:
-                if not (self.cluster and isinstance(exc, _REDIRECTS)) or redirects >= _MAX_REDIRECTS:
-                    raise _Failure(exc, node.address, failures + 1, True) from exc
-                redirects += 1
-                node, asking = self._redirect(exc, key, redirects)
-                continue
-            except _NotSent as exc:
-                error, sent = exc.error, False
-            except _CONN_ERRORS as exc:
-                error, sent = exc, True
-            failures = self._retry_or_raise(error, sent, idempotent, failures, node.address)
-            node, asking = self.node_for_key(key), False
+        asking = lost = False  # lost: an attempt was sent, then its connection failed
+        try:
+            while True:
+                try:
+                    return node.call(args, idempotent, asking)
+                except rexc.ResponseError as exc:
+                    if not (self.cluster and isinstance(exc, _REDIRECTS)) or redirects >= _MAX_REDIRECTS:
+                        raise _Failure(exc, node.address, failures + 1, True) from exc
+                    redirects += 1
+                    node, asking = self._redirect(exc, key, redirects)  # a redirect reply: not applied
+                    continue
+                except _NotSent as exc:
+                    error = exc.error
+                except _CONN_ERRORS as exc:
+                    error, lost = exc, True
+                failures = self._retry_or_raise(error, lost, idempotent, failures, node.address)
+                node, asking = self.node_for_key(key), False
+        except _Failure as failure:  # also a later failure (no node for the slot, a reply)
+            failure.lost = failure.lost or lost
+            raise
 
     def _redirect(self, exc: BaseException, key: bytes, count: int) -> tuple[_Node, bool]:
         raise _Failure(exc, "?", 1, True)
@@ -384,13 +399,14 @@ class _Engine:
     def execute_on(self, node: _Node, args: tuple[Any, ...]) -> Any:
         """Run an idempotent, key-less command (``SCAN``, ``PING``) on ``node``."""
         failures = 0
+        sent = False
         while True:
             try:
                 return node.call(args)
             except rexc.ResponseError as exc:
                 raise _Failure(exc, node.address, failures + 1, True) from exc
             except _NotSent as exc:
-                error, sent = exc.error, False
+                error = exc.error
             except _CONN_ERRORS as exc:
                 error, sent = exc, True
             failures = self._retry_or_raise(error, sent, True, failures, node.address)
@@ -413,16 +429,22 @@ class _Engine:
         nothing was sent.
         """
         failures = 0
-        while True:
-            try:
-                replies = self._run_once(commands, not idempotent)
-            except _NotSent as exc:
-                error, sent, address = exc.error, False, getattr(exc, "address", "?")
-            except _CONN_ERRORS as exc:
-                error, sent, address = exc, True, getattr(exc, "address", "?")
-            else:
-                return self._follow_redirects(commands, replies, idempotent)
-            failures = self._retry_or_raise(error, sent, idempotent, failures, address)
+        lost = False  # an attempt was sent, then its connection failed
+        try:
+            while True:
+                try:
+                    replies = self._run_once(commands, not idempotent)
+                except _NotSent as exc:
+                    error, address = exc.error, getattr(exc, "address", "?")  # before any send
+                except _CONN_ERRORS as exc:
+                    error, lost, address = exc, True, getattr(exc, "address", "?")
+                else:
+                    return self._follow_redirects(commands, replies, idempotent)
+                failures = self._retry_or_raise(error, lost, idempotent, failures, address)
+        except _Failure as failure:  # also a later failure (no node for a slot)
+            failure.lost = failure.lost or lost
+            failure.sent = failure.sent or lost
+            raise
 
     def _follow_redirects(
         self, commands: list[tuple[int, tuple[Any, ...]]], replies: list[Any], idempotent: bool
@@ -835,8 +857,12 @@ class RedisContextStore(BaseContextStore):
     def _scrub(self, text: str) -> str:
         return mask_secrets(text, secrets=(self._password,))
 
-    def _fail(self, op: str, failure: _Failure) -> ContextStoreError:
-        """The ContextStoreError for ``failure`` during ``op`` (never shows the password)."""
+    def _fail(self, op: str, failure: _Failure, *, write: bool = False) -> ContextStoreError:
+        """The ContextStoreError for ``failure`` during ``op`` (never shows the password).
+
+        ``write``: the command changes data, so one that any attempt sent may have
+        been applied, and the message says so.
+        """
         exc = failure.error
         if isinstance(exc, ContextStoreClosedError):
             return exc
@@ -856,17 +882,22 @@ class RedisContextStore(BaseContextStore):
                 f"check the username and password ({detail})"
             )
         elif isinstance(exc, (rexc.TimeoutError, TimeoutError)):
-            message = f"{head}: Redis at {address} did not answer within the socket timeout{tries} ({detail})"
+            message = (
+                f"{head}: Redis at {address} did not answer within the socket timeout{tries} "
+                f"({detail}){_unknown_outcome(failure, write)}"
+            )
         elif isinstance(exc, _CONN_ERRORS):
-            message = f"{head}: cannot reach Redis at {address}{tries} ({detail})"
-            if failure.sent:
-                message += "; the command may or may not have been applied"
+            reach = "lost the connection to" if failure.lost else "cannot reach"
+            outcome = _unknown_outcome(failure, write)
+            message = f"{head}: {reach} Redis at {address}{tries} ({detail}){outcome}"
         elif isinstance(exc, rexc.RedisClusterException):
             message = f"{head}: cannot use the Redis Cluster at {address}{tries} ({detail})"
         elif isinstance(exc, rexc.ResponseError):
             message = f"{head}: Redis at {address} replied: {detail}"
         else:
             message = f"{head}: {detail}"
+        if not isinstance(exc, (rexc.TimeoutError, TimeoutError, *_CONN_ERRORS)):
+            message += _unknown_outcome(failure, write)  # e.g. an earlier attempt's reply was lost
         return ContextStoreError(message)
 
     def _decode(self, raw: bytes) -> Metadata:
@@ -895,7 +926,7 @@ class RedisContextStore(BaseContextStore):
         try:
             self._engine.execute(k, args)
         except _Failure as failure:
-            raise self._fail("set", failure) from failure.error
+            raise self._fail("set", failure, write=True) from failure.error
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:
         k = self._kp + encode_key(key)
@@ -912,7 +943,7 @@ class RedisContextStore(BaseContextStore):
         try:
             return bool(self._engine.execute(k, (b"UNLINK", k), False))
         except _Failure as failure:
-            raise self._fail("delete", failure) from failure.error
+            raise self._fail("delete", failure, write=True) from failure.error
 
     def exists(self, key: Key) -> bool:
         k = self._kp + encode_key(key)
@@ -943,7 +974,7 @@ class RedisContextStore(BaseContextStore):
             ms = max(1, round(min(seconds, 1e12) * 1000))
             return bool(self._engine.execute(k, (b"PEXPIRE", k, b"%d" % ms)))
         except _Failure as failure:
-            raise self._fail("expire", failure) from failure.error
+            raise self._fail("expire", failure, write=True) from failure.error
 
     def time_to_live(self, key: Key) -> float | None:
         """Seconds left before ``key`` expires; ``None`` if it has no TTL or does not exist."""
@@ -1124,11 +1155,11 @@ class RedisContextStore(BaseContextStore):
         self, op: str, failure: _Failure, chunks_done: int, chunks: int, entries_done: int, entries: int
     ) -> ContextStoreError:
         """The error of a batch write that failed after ``chunks_done`` chunks were applied."""
-        error = self._fail(op, failure)
+        error = self._fail(op, failure, write=True)
         if chunks <= 1:
             return error
         failing = (
-            "the failing chunk may have been partly written"
+            "the failing chunk was sent, so it may have been written in whole or in part"
             if failure.sent
             else "the failing chunk was not sent"
         )
@@ -1260,7 +1291,7 @@ class RedisContextStore(BaseContextStore):
             try:
                 replies = engine.run(chunk, False)
             except _Failure as failure:
-                error = self._fail(op, failure)
+                error = self._fail(op, failure, write=True)
                 raise ContextStoreError(
                     f"{op}: {before + deleted:,} keys were deleted ({n:,} of {len(chunks):,} chunks of this "
                     f"batch) before the connection failed; "
@@ -1290,7 +1321,7 @@ class RedisContextStore(BaseContextStore):
         try:
             code, payload = self._engine.evalsha(script, k, args, idempotent)
         except _Failure as failure:
-            raise self._fail(op, failure) from failure.error
+            raise self._fail(op, failure, write=True) from failure.error
         if code == 1:
             raise _too_large(int(payload), self.max_value_size or 0)
         if code == 2:
@@ -1433,6 +1464,13 @@ class RedisContextStore(BaseContextStore):
         if self._prefix != "cf:":
             where += f", prefix={self._prefix!r}"
         return where
+
+
+def _unknown_outcome(failure: _Failure, write: bool) -> str:
+    """The note for a write that an attempt sent before its connection failed ("" otherwise)."""
+    if not (write and failure.lost):
+        return ""
+    return "; it was sent before the connection failed, so it may or may not have been applied"
 
 
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "Authentication required")

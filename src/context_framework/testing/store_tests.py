@@ -197,6 +197,33 @@ SAMPLE_VALUES: list[dict[str, Any]] = [
 ]
 
 
+# Writes for test_check_write_raises_what_set_raises (the store has max_value_size=100).
+WRITE_CHECKS: list[tuple[str, Any, Any]] = [
+    ("valid", ("row", 1), {"a": 1}),
+    ("valid nested", ("row", 2), {"a": [1, {"b": None}]}),
+    ("not a dict", ("row", 3), [("a", 1)]),
+    ("bad value", ("row", 4), {"a": {1, 2}}),
+    ("nan", ("row", 5), {"a": float("nan")}),
+    ("over max_value_size", ("row", 6), {"a": "x" * 200}),
+    ("bad key", ("row", ["a"]), {"a": 1}),
+    ("lone surrogate key", ("row", "a\ud800"), {"a": 1}),
+    ("bad key and bad value", ("row", ["a"]), {"a": {1}}),
+    ("3 KB key", ("row", "k" * 3000), {"a": 1}),
+    ("3 KB key and bad value", ("row", "k" * 3000), {"a": {1}}),
+    ("70 KB key", ("k" * 70_000,), {"a": 1}),
+    ("255-byte int in the key", ("row", 2 ** (8 * 255) - 1), {"a": 1}),
+]
+
+
+def _outcome(call: Callable[..., Any], *args: Any) -> tuple[str, str] | None:
+    """``None`` if ``call(*args)`` returns, else the type and message of what it raised."""
+    try:
+        call(*args)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    return None
+
+
 def _deep(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {"leaf": True}
     for i in range(depth):
@@ -771,6 +798,21 @@ class StoreTests:
             store.set(("row", ["a"]), {"a": 1})
         assert "['a']" in str(info.value)
         assert "tuple" in str(info.value)
+
+    # ================================================================== checking writes
+
+    @pytest.mark.parametrize(("name", "key", "value"), WRITE_CHECKS, ids=[n for n, _, _ in WRITE_CHECKS])
+    def test_check_write_raises_what_set_raises(self, name: str, key: Any, value: Any) -> None:
+        """``check_write(key, value)`` raises exactly what ``set`` raises (type and message)
+        for that key and value, and writes nothing."""
+        store = self.open_store(max_value_size=100)
+        check = getattr(store, "check_write", None)
+        if check is None:
+            pytest.skip(f"{type(store).__name__} has no check_write")
+        checked = _outcome(check, key, value)
+        assert store.count() == 0
+        written = _outcome(store.set, key, value)
+        assert checked == written
 
     # ================================================================== delete / exists
 

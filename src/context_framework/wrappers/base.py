@@ -17,15 +17,16 @@ wrapper's options, never its buffer or cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..base_store import BaseContextStore, ContextStore, Metadata, Number
+from ..in_memory_context_store import _size_bound
 from ..keys import Key
 from ..values import DEFAULT_MAX_VALUE_SIZE
 from .minimal import FULL_API, complete_store
 
-__all__ = ["WrapperStore", "unwrap"]
+__all__ = ["WrapperStore", "WriteChecks", "unwrap", "write_checks"]
 
 W = TypeVar("W", bound="WrapperStore")
 
@@ -107,6 +108,25 @@ class WrapperStore(BaseContextStore):
     def increment(self, key: Key, field: str, by: Number = 1) -> Number:
         return self.inner.increment(key, field, by)  # type: ignore[no-any-return]
 
+    def check_write(self, key: Key, value: Any) -> None:
+        """What ``inner`` checks (the generic checks for a store without ``check_write``)."""
+        check = getattr(self.inner, "check_write", None)
+        if check is None:
+            super().check_write(key, value)
+        else:
+            check(key, value)
+
+    def check_write_key(self, key: Key) -> None:
+        check = getattr(self.inner, "check_write_key", None)
+        if check is None:
+            super().check_write_key(key)
+        else:
+            check(key)
+
+    @property
+    def max_key_size(self) -> int | None:
+        return getattr(self.inner, "max_key_size", None)
+
     def flush(self) -> None:
         """Send what this wrapper (or a wrapper below it) holds back to the store."""
         flush = getattr(self.inner, "flush", None)
@@ -158,6 +178,60 @@ class WrapperStore(BaseContextStore):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()}{', closed' if self._closed else ''})"
+
+
+class WriteChecks:
+    """What a wrapper checks in a write before handing it on (or holding it back), so that a
+    write the store below would refuse fails at once; see :func:`write_checks`.
+
+    ``full``: ``full(key, value)`` for every write (a store with value rules of its own),
+    else ``None``: the store's value rules are the generic ones, which the wrapper applies
+    itself with the store's ``max_value_size``. ``key``: ``key(k)`` for a key that may
+    encode to more than ``room`` bytes, else ``None``: every encodable key is accepted.
+    """
+
+    __slots__ = ("full", "head", "key", "room")
+
+    def __init__(self, full: Callable[[Key, Any], None] | None, key: Callable[[Key], None] | None, room: int):
+        self.full = full
+        self.key = key
+        self.room = room
+        #: A canonical ``(str, int)`` key whose str is at most this long needs no check at all
+        #: (hot paths test it inline): 1 header byte, 2 per char + 2, an int of <= 257 bytes.
+        self.head = -1 if full is not None else (room - 261) // 2
+
+    def __call__(self, ckey: Any, key: Key, value: Any) -> None:
+        """Check a write of ``value`` under ``key`` (``ckey``: its canonical form, see
+        ``in_memory_context_store._canonical``); raise what the store below would."""
+        check = self.key
+        if check is not None and _size_bound(ckey) > self.room:
+            check(key)  # it may not fit: the store's own check, on the encoded key
+        if self.full is not None:
+            self.full(key, value)
+
+
+def write_checks(inner: Any) -> WriteChecks | None:
+    """The :class:`WriteChecks` for ``inner``, or ``None`` when it checks nothing beyond the
+    generic rules (a store without ``check_write`` gets the generic checks only)."""
+    owner = inner
+    while (
+        isinstance(owner, WrapperStore)
+        and type(owner).check_write is WrapperStore.check_write
+        and type(owner).check_write_key is WrapperStore.check_write_key
+    ):
+        owner = owner.inner  # a wrapper that delegates its checks: the rules are those below
+    if not isinstance(owner, BaseContextStore):
+        full = getattr(inner, "check_write", None)
+        return None if full is None else WriteChecks(full, None, 0)
+    describe = getattr(owner, "_write_checks", None)
+    if describe is not None:  # a store of stores (sharding) knows its shards' checks
+        return describe()  # type: ignore[no-any-return]
+    if type(owner).check_write is not BaseContextStore.check_write:
+        return WriteChecks(inner.check_write, None, 0)
+    room = inner.max_key_size
+    if room is None and type(owner).check_write_key is BaseContextStore.check_write_key:
+        return None
+    return WriteChecks(None, inner.check_write_key, -1 if room is None else room)
 
 
 def _rewrap(cls: type[WrapperStore], inner: Any, config: dict[str, Any]) -> WrapperStore:

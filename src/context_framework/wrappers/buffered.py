@@ -14,13 +14,24 @@ look in the buffer (and in the batch being sent) before the inner store;
 ``increment`` merge into a buffered value when the key has one, else they run
 on the inner store (atomically there), so a key's writes keep their order.
 
-Failures: a batch that fails is kept and resent with exponential backoff
+Checks: a write is checked when it enters the buffer against everything the
+store below checks (``inner.check_write``: key encoding and key size, value
+rules, ``max_value_size``), so a write the store would refuse raises in the
+caller at once, as ``set`` would, and is not buffered.
+
+Failures: a batch that fails on the store's side (a ``ContextStoreError``:
+connection, lock, timeout) is kept and resent with exponential backoff
 (writes are idempotent: resending is safe) for up to ``retry_timeout``
 seconds. If it still fails, the writes stay buffered and the next operation,
 ``flush()`` or ``close()`` raises :class:`~context_framework.ContextStoreError`
-(with the driver error as ``__cause__``); a later flush tries again. Nothing
-is dropped silently. When the buffer holds ``max_pending`` unsent writes
-(buffered plus in flight), writers wait for the flush, so memory stays bounded.
+(with the driver error as ``__cause__``) saying how often it was tried; a
+later flush tries again. A batch the store refuses for a reason retrying
+cannot fix (a value or key it rejects only then) is split in halves until
+the refused writes are found: the others are sent, the refused ones are
+dropped and reported by key (:class:`~context_framework.ContextWritesRefusedError`).
+Nothing is dropped silently. When the buffer holds ``max_pending`` unsent
+writes (buffered plus in flight), writers wait for the flush, so memory stays
+bounded.
 
 What a crash loses: writes live in this process until the inner store
 acknowledges them. If the process is killed (``SIGKILL``, OOM killer, power
@@ -39,7 +50,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from ..base_store import (
     ContextStore,
@@ -55,6 +66,7 @@ from ..exceptions import (
     ContextError,
     ContextStoreClosedError,
     ContextStoreError,
+    ContextWritesRefusedError,
 )
 from ..in_memory_context_store import (
     _canonical,
@@ -67,7 +79,7 @@ from ..in_memory_context_store import (
 )
 from ..keys import Key
 from ..values import prepare_value
-from .base import WrapperStore
+from .base import WrapperStore, write_checks
 
 __all__ = ["BufferedStore"]
 
@@ -76,6 +88,34 @@ _MISSING: Any = object()
 
 # pending/in-flight writes: namespace -> {canonical key: (key, entry or _DELETED)}
 _Writes = dict[str, dict[Any, tuple[Key, Any]]]
+
+
+class _Outcome:
+    """What sending a batch came to: the error that stopped it (its writes are buffered
+    again), how it was tried, and the writes the store refused (dropped)."""
+
+    __slots__ = ("attempts", "elapsed", "error", "refused", "unsent")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.attempts = 0
+        self.elapsed = 0.0
+        self.unsent = 0  # writes of the batch put back into the buffer
+        self.refused: list[tuple[Key, BaseException]] = []
+
+    def __bool__(self) -> bool:
+        """Whether there is something to report."""
+        return self.error is not None or bool(self.refused)
+
+    def after(self, earlier: _Outcome | None) -> _Outcome:
+        """This outcome, with the refusals of an ``earlier`` one not reported yet."""
+        if earlier is not None and earlier.refused:
+            self.refused[:0] = earlier.refused
+        return self
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def _check_positive(name: str, value: Any, kind: type, allow_none: bool = False) -> Any:
@@ -104,12 +144,19 @@ class _Buffer:
         self.first_write = 0.0  # monotonic time of the oldest pending write
         self.root: Any = None  # the inner store of the BufferedStore that owns this buffer
         self.inners: dict[str, Any] = {}  # namespace -> a view of root bound to it, for flushing
-        self.error: BaseException | None = None  # a failure to report to the next caller
+        self.report: _Outcome | None = None  # a failed or refusing flush, for the next caller
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.pid = os.getpid()
         self.flushes = 0
         self.failures = 0
+        self.refusal_sinks: list[weakref.WeakMethod[Any]] = []  # told of each refused write
+
+    def tell_refused(self, namespace: str, ckey: Any) -> None:
+        for ref in list(self.refusal_sinks):
+            sink = ref()
+            if sink is not None:
+                sink(namespace, ckey)
 
     # ------------------------------------------------------------------ bookkeeping (lock held)
 
@@ -189,6 +236,7 @@ class BufferedStore(WrapperStore):
         self._buf.root = self.inner
         self._buf.inners[self._namespace] = self.inner
         self._fast_len = fast_str_limit(self.max_value_size)
+        self._bind_checks()
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ options
@@ -229,6 +277,16 @@ class BufferedStore(WrapperStore):
                 base = buf.root.namespace
                 relative = self._namespace[len(base) + 1 :] if base else self._namespace
                 buf.inners[self._namespace] = buf.root.with_namespace(relative)
+        self._bind_checks()
+
+    def _watch_refusals(self, sink: Any) -> None:
+        """Call the bound method ``sink(namespace, canonical key)`` (held weakly) for each
+        write the store refuses at flush: a cache above drops what it holds for the key."""
+        self._buf.refusal_sinks.append(weakref.WeakMethod(sink))
+
+    def _bind_checks(self) -> None:
+        """What the inner store checks in a write (its key limit can depend on the namespace)."""
+        self._checks = write_checks(self.inner)
 
     def _close_view(self) -> None:
         self.flush()
@@ -246,12 +304,24 @@ class BufferedStore(WrapperStore):
 
     def _set_normalized(self, ckey: Any, value: Mapping[str, Any], key: Any = _MISSING) -> None:
         """``set`` for a key already in canonical form (the pandas adapter's fast path)."""
+        if key is _MISSING:
+            key = ckey if type(ckey) is not bytes else _original(ckey)
+        checks = self._checks
+        if checks is not None and not (  # ("row", 7) with a short str surely fits: no call
+            type(ckey) is tuple
+            and len(ckey) == 2
+            and type(ckey[1]) is int
+            and type(ckey[0]) is str
+            and len(ckey[0]) <= checks.head
+        ):
+            checks(ckey, key, value)
         self._set_entry(ckey, self._entry(value), key)
 
     def _set_entry(self, ckey: Any, entry: Any, key: Any = None) -> None:
         """``set`` of a validated, private, never-mutated entry (the in-memory store's form:
         see ``in_memory_context_store._freeze``) under a canonical key. A cache above
-        hands its own entry down here instead of having it checked and copied again."""
+        hands its own entry down here instead of having it checked and copied again: it
+        has run this store's checks (``write_checks(self)``, which are the inner store's)."""
         if key is None or key is _MISSING:
             key = ckey if type(ckey) is not bytes else _original(ckey)
         self._check_usable()
@@ -268,9 +338,18 @@ class BufferedStore(WrapperStore):
         self._check_usable()
         pairs = list(iter_pairs(items))
         ckeys = _canonical_batch([k for k, _ in pairs])
+        checks = self._checks
+        if checks is not None:
+            for ckey, (key, value) in zip(ckeys, pairs):
+                checks(ckey, key, value)
         entry = self._entry
         entries = [entry(v) for _, v in pairs]  # everything validated before anything is buffered
         self._put_many(list(zip(ckeys, [k for k, _ in pairs], entries)))
+
+    def _check_inner(self, ckey: Any, key: Key, value: Any) -> None:
+        """What the inner store checks in a write of ``value`` (see ``write_checks``)."""
+        if self._checks is not None:
+            self._checks(ckey, key, value)
 
     def _put_many(self, ops: list[tuple[Any, Key, Any]]) -> None:
         buf = self._buf
@@ -315,8 +394,10 @@ class BufferedStore(WrapperStore):
             if current is not _MISSING:
                 merged = patch if current is _DELETED else {**_thaw(current), **patch}
                 self._check_merged_size(merged)
-                buf.put(self._namespace, ckey, key, _freeze(merged))
-                return _thaw(_freeze(merged))
+                self._check_inner(ckey, key, merged)  # a buffered delete's key was never checked
+                entry = _freeze(merged)
+                buf.put(self._namespace, ckey, key, entry)
+                return _thaw(entry)
         return self.inner.update(key, patch)  # type: ignore[no-any-return]
 
     def increment(self, key: Key, field: str, by: Number = 1) -> Number:
@@ -330,6 +411,7 @@ class BufferedStore(WrapperStore):
                 new = apply_increment(None if current is _DELETED else _thaw(current), key, field, by)
                 result = increment_result(new, key, field)
                 self._check_merged_size(new)
+                self._check_inner(ckey, key, new)
                 buf.put(self._namespace, ckey, key, _freeze(new))
                 return result
         return self.inner.increment(key, field, by)  # type: ignore[no-any-return]
@@ -341,7 +423,7 @@ class BufferedStore(WrapperStore):
 
     def _get_normalized(self, ckey: Any, default: Any = None, key: Any = _MISSING) -> Metadata | None:
         """``get`` for a key already in canonical form (the pandas adapter's fast path)."""
-        if self._buf.error is not None or self._closed:
+        if self._buf.report is not None or self._closed:
             self._check_usable()
         buf = self._buf
         with buf.lock:
@@ -410,24 +492,33 @@ class BufferedStore(WrapperStore):
     def flush(self) -> None:
         """Send every buffered write now; raise ContextStoreError if they cannot be sent.
 
-        Failed writes stay buffered, so a later ``flush()`` can send them.
+        Failed writes stay buffered, so a later ``flush()`` can send them. Writes the
+        store refused (see the module docstring) raise ContextWritesRefusedError, once.
         """
+        report = self._flush_report()
+        if report is not None:
+            self._raise_failure(report)
+        flush = getattr(self.inner, "flush", None)
+        if flush is not None:
+            flush()
+
+    def _flush_report(self) -> _Outcome | None:
+        """Send the buffer; return what the caller must hear of (this flush's failure, and
+        refusals a background flush found since the last report), or None."""
         self._check_open()
         self._check_fork()
         buf = self._buf
         # _flush waits for a batch already in flight; if that batch failed it is back in
         # the buffer, so this call sends it (or reports why it cannot).
-        error = self._flush(retry=True)
+        outcome = self._flush()
         with buf.lock:
-            buf.error = None  # reported here, or sent since it was recorded
-        if error is not None:
-            raise self._failure(error) from error
-        flush = getattr(self.inner, "flush", None)
-        if flush is not None:
-            flush()
+            earlier, buf.report = buf.report, None  # a failure of before is this flush's now
+        if outcome is None:
+            outcome = _Outcome()
+        return outcome.after(earlier) or None
 
-    def _flush(self, *, retry: bool, background: bool = False) -> BaseException | None:
-        """Send the buffer (one batch at a time); return the error that stopped it, if any."""
+    def _flush(self, *, background: bool = False) -> _Outcome | None:
+        """Send the buffer (one batch at a time); return the outcome if there is one to report."""
         buf = self._buf
         with buf.flush_lock:
             with buf.lock:
@@ -436,61 +527,157 @@ class BufferedStore(WrapperStore):
                 batch, n = buf.pending, buf.n_pending
                 buf.inflight, buf.n_inflight = batch, n
                 buf.pending, buf.n_pending = {}, 0
-            error = self._send(batch, retry)
+            outcome = self._send(batch)
             with buf.lock:
-                if error is not None:
-                    # keep the batch; writes made since are newer and win
+                if outcome.error is not None:
+                    # keep what was not sent; writes made since are newer and win
                     for ns, space in batch.items():
                         newer = buf.pending.get(ns, {})
                         for ckey, op in space.items():
+                            outcome.unsent += 1
                             if ckey not in newer:
                                 buf.put(ns, ckey, op[0], op[1])
                     buf.failures += 1
-                    if background:
-                        buf.error = error  # the next caller (or flush/close) reports it
                 else:
                     buf.flushes += 1
+                if background and outcome:
+                    buf.report = outcome.after(buf.report)  # the next caller (or flush/close) reports it
                 buf.inflight, buf.n_inflight = {}, 0
                 buf.cond.notify_all()  # writers waiting for room
-            return error
+            return outcome if outcome else None
 
-    def _send(self, batch: _Writes, retry: bool) -> BaseException | None:
+    def _send(self, batch: _Writes) -> _Outcome:
+        """Send ``batch``, retrying what the store may accept later; the batch keeps what was not sent."""
         buf = self._buf
-        deadline = time.monotonic() + buf.retry_timeout
+        outcome = _Outcome()
+        start = time.monotonic()
+        deadline = start + buf.retry_timeout
         delay = 0.05
         while True:
+            outcome.attempts += 1
             try:
                 for ns, space in batch.items():
-                    inner = buf.inners[ns]
-                    deletes = [op[0] for op in space.values() if op[1] is _DELETED]
-                    sets = [
-                        (op[0], op[1] if None not in op[1] else _thaw(op[1]))
-                        for op in space.values()
-                        if op[1] is not _DELETED
-                    ]
-                    if deletes:
-                        inner.delete_many(deletes)
-                    if sets:
-                        inner.set_many(sets)
-                return None
-            except ContextStoreError as exc:
-                if (
-                    not retry
-                    or time.monotonic() + delay > deadline
-                    or isinstance(exc, ContextStoreClosedError)
-                ):
-                    return exc
+                    self._send_space(ns, space, outcome)
+                outcome.error = None
+                break
+            except ContextStoreError as exc:  # the store's side: may work later
+                outcome.error = exc
+                if isinstance(exc, ContextStoreClosedError) or time.monotonic() + delay > deadline:
+                    break
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except Exception as exc:  # a value the inner store refuses, a bug: retrying will not help
-                return exc
+            except Exception as exc:  # a bug below, on one write: retrying will not help
+                outcome.error = exc
+                break
+        outcome.elapsed = time.monotonic() - start
+        return outcome
 
-    def _failure(self, error: BaseException) -> ContextStoreError:
-        return ContextStoreError(
-            f"{self!r}: {self.pending_count} buffered writes could not be sent to {self.inner!r} "
-            f"(retried for up to {self._buf.retry_timeout:g} s): {error}. They are still buffered; "
-            "flush() tries again"
+    def _send_space(self, ns: str, space: dict[Any, tuple[Key, Any]], outcome: _Outcome) -> None:
+        """Send one namespace's writes: deletes, then sets."""
+        inner = self._buf.inners[ns]
+        deletes = [(ckey, op[0], op[1]) for ckey, op in space.items() if op[1] is _DELETED]
+        sets = [(ckey, op[0], op[1]) for ckey, op in space.items() if op[1] is not _DELETED]
+
+        def delete_many(part: list[tuple[Any, Key, Any]]) -> None:
+            inner.delete_many([op[1] for op in part])
+
+        def set_many(part: list[tuple[Any, Key, Any]]) -> None:
+            inner.set_many([(op[1], op[2] if None not in op[2] else _thaw(op[2])) for op in part])
+
+        if deletes:
+            self._send_part(ns, space, deletes, delete_many, outcome)
+        if sets:
+            self._send_part(ns, space, sets, set_many, outcome)
+
+    def _send_part(
+        self,
+        ns: str,
+        space: dict[Any, tuple[Key, Any]],
+        part: list[tuple[Any, Key, Any]],
+        write: Any,
+        outcome: _Outcome,
+    ) -> None:
+        """``write(part)``; if the store refuses it for a reason retrying cannot fix, split it
+        in halves until the refused writes are found (dropped into ``outcome.refused``)."""
+        try:
+            write(part)
+        except ContextStoreError:
+            raise  # the store's side: the whole rest is retried
+        except Exception as exc:
+            if len(part) > 1:
+                middle = len(part) // 2
+                self._send_part(ns, space, part[:middle], write, outcome)
+                self._send_part(ns, space, part[middle:], write, outcome)
+                return
+            if not isinstance(exc, ContextError):
+                raise  # not a refusal of this write: keep it buffered and report it
+            outcome.refused.append((part[0][1], exc))
+            self._buf.tell_refused(ns, part[0][0])
+        self._done(space, part)
+
+    def _done(self, space: dict[Any, tuple[Key, Any]], part: list[tuple[Any, Key, Any]]) -> None:
+        """Writes of the batch in flight that were sent (or refused): no longer in flight."""
+        buf = self._buf
+        with buf.lock:
+            for op in part:
+                del space[op[0]]
+            buf.n_inflight -= len(part)
+
+    def _raise_failure(self, report: _Outcome) -> NoReturn:
+        """Raise what ``report`` says: refused writes, and writes that could not be sent."""
+        parts = []
+        if report.refused:
+            parts.append(self._refused_text(report))
+        if report.error is not None:
+            still = "It is" if report.unsent == 1 else "They are"
+            parts.append(f"{self._unsent_text(report)}. {still} still buffered; flush() tries again")
+        message = f"{self!r}: " + "; and ".join(parts)
+        cause = report.refused[0][1] if report.refused else report.error
+        if report.refused:
+            raise ContextWritesRefusedError(message, report.refused) from cause
+        raise ContextStoreError(message) from cause
+
+    def _refused_text(self, report: _Outcome) -> str:
+        """The refused writes, by key, grouped by error (a few keys of each)."""
+        groups: dict[str, list[Key]] = {}
+        for key, error in report.refused:
+            groups.setdefault(str(error), []).append(key)
+        shown = []
+        for error_text, keys in list(groups.items())[:3]:
+            names = ", ".join(f"{key!r:.120}" for key in keys[:3])
+            more = f" and {len(keys) - 3:,} more" if len(keys) > 3 else ""
+            shown.append(f"{names}{more} ({error_text})")
+        if len(groups) > 3:
+            shown.append(f"and {sum(len(k) for k in list(groups.values())[3:]):,} more")
+        n = len(report.refused)
+        return (
+            f"{_plural(n, 'buffered write')} refused by {self.inner!r} when sent, and dropped: retrying "
+            f"cannot store {'it' if n == 1 else 'them'} (the other writes were sent): {'; '.join(shown)}"
         )
+
+    def _unsent_text(self, report: _Outcome) -> str:
+        error = report.error
+        if report.attempts > 1:
+            tried = f"tried {report.attempts} times over {report.elapsed:.1f} s"
+        elif isinstance(error, ContextStoreClosedError):
+            tried = "tried once, not retried: the store is closed"
+        elif isinstance(error, ContextStoreError):
+            tried = f"tried once; retry_timeout is {self._buf.retry_timeout:g} s"
+        else:
+            tried = "tried once, not retried: retrying cannot fix this error"
+        detail = str(error) if isinstance(error, ContextError) else f"{type(error).__name__}: {error}"
+        unsent = _plural(report.unsent, "buffered write")
+        return f"{unsent} could not be sent to {self.inner!r} ({tried}): {detail}"
+
+    def _exit_message(self, report: _Outcome) -> str:
+        """What ``report`` means when the process is exiting: nothing is buffered any more."""
+        parts = []
+        if report.refused:
+            parts.append(self._refused_text(report))
+        if report.error is not None:
+            lost = "it is" if report.unsent == 1 else "they are"
+            parts.append(f"{self._unsent_text(report)}; {lost} lost, as the process is exiting")
+        return f"context-framework: {self!r}: " + "; and ".join(parts)
 
     # ------------------------------------------------------------------ background flusher
 
@@ -509,7 +696,7 @@ class BufferedStore(WrapperStore):
         """Wait (lock held) until ``n`` more writes fit under max_pending."""
         buf = self._buf
         while buf.n_pending + buf.n_inflight + n > buf.max_pending and buf.n_pending + buf.n_inflight:
-            if buf.error is not None:
+            if buf.report is not None:
                 return  # reported by the next call; do not block on a dead store
             self._wake()
             if buf.thread is threading.current_thread():
@@ -524,10 +711,10 @@ class BufferedStore(WrapperStore):
         buf = self._buf
         if buf.pid != os.getpid():
             self._check_fork()
-        error = buf.error
-        if error is not None:
-            buf.error = None
-            raise self._failure(error) from error
+        report = buf.report
+        if report is not None:
+            buf.report = None
+            self._raise_failure(report)
 
     def _check_fork(self) -> None:
         """In a forked child, forget the parent's buffer (the parent sends it)."""
@@ -537,16 +724,23 @@ class BufferedStore(WrapperStore):
             buf.cond = threading.Condition(buf.lock)
             buf.flush_lock = threading.Lock()
             buf.pending, buf.inflight, buf.n_pending, buf.n_inflight = {}, {}, 0, 0
-            buf.thread, buf.error, buf.pid = None, None, os.getpid()
+            buf.thread, buf.report, buf.pid = None, None, os.getpid()
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Flush, stop the flusher and close. If the flush fails the store stays open."""
+        """Flush, stop the flusher and close. If the flush fails the store stays open (writes
+        the store refused are reported after closing: nothing of them is left to send)."""
         if self._closed:
             return
+        report = None
         if not self._is_view:
-            self.flush()
+            report = self._flush_report()
+            if report is not None and report.error is not None:
+                self._raise_failure(report)  # writes are still buffered: keep the store open
+            flush = getattr(self.inner, "flush", None)
+            if flush is not None:
+                flush()
             buf = self._buf
             with buf.lock:
                 buf.stopping = True
@@ -556,6 +750,8 @@ class BufferedStore(WrapperStore):
                 thread.join(5.0)
         super().close()
         _LIVE.discard(self)
+        if report is not None:
+            self._raise_failure(report)
 
 
 def _flusher(ref: weakref.ref[BufferedStore]) -> None:
@@ -580,10 +776,10 @@ def _flusher(ref: weakref.ref[BufferedStore]) -> None:
         store = ref()
         if store is None:
             return
-        error = store._flush(retry=True, background=True)
-        if error is not None:
-            with buf.lock:  # wait for a caller before trying again
-                while buf.error is not None and not buf.stopping:
+        outcome = store._flush(background=True)
+        if outcome is not None and outcome.error is not None:
+            with buf.lock:  # writes are stuck: wait for a caller to hear of it before trying again
+                while buf.report is not None and not buf.stopping:
                     buf.cond.wait(1.0)
         del store
 
@@ -598,13 +794,15 @@ def _flush_at_exit() -> None:
         if store.closed or store._buf.pid != os.getpid() or not store.pending_count:
             continue
         try:
-            store.flush()
+            report = store._flush_report()
         except ContextError as exc:
-            print(
-                f"context-framework: {store.pending_count} buffered writes of {store!r} were lost at "
-                f"exit: {exc}",
-                file=sys.stderr,
-            )
+            lost = _plural(store.pending_count, "buffered write")
+            message = f"context-framework: {store!r}: {lost} lost at exit: {exc}"
+        else:
+            if report is None:
+                continue
+            message = store._exit_message(report)
+        print(message, file=sys.stderr)
 
 
 def _forget_buffers_in_child() -> None:

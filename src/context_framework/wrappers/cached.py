@@ -69,7 +69,7 @@ from ..in_memory_context_store import (
 )
 from ..keys import Key, _find_terminator, decode_key, encode_key, encode_namespace
 from ..values import dumps_json, loads_json, prepare_value
-from .base import WrapperStore
+from .base import WrapperStore, write_checks
 
 __all__ = ["CacheInfo", "CachedStore"]
 
@@ -240,6 +240,14 @@ class _Cache:
         self.size = 0
         self.verifying.clear()
 
+    def refused(self, namespace: str, ckey: Any) -> None:
+        """The store below refused (and dropped) a buffered write to ``ckey``: forget the key."""
+        with self.lock:
+            self.ver[hash(ckey) & _MASK] += 1  # a read or write in flight will not cache it either
+            space = self.spaces.get(namespace)
+            if space is not None:
+                self.remove(space, ckey)
+
     def drop_space(self, space: dict[Any, list[Any]]) -> None:
         """Forget one namespace. Caller holds the lock."""
         self.epoch += 1
@@ -399,6 +407,18 @@ def _tracked_redis(store: Any) -> Any:
     return layer if isinstance(layer, RedisContextStore) else None
 
 
+def _watch_refusals_below(store: Any, state: _Cache) -> None:
+    """Have the write buffer below (through wrappers that keep keys) tell ``state`` of the
+    writes the store refuses when the buffer sends them: the cache holds them as written."""
+    layer = store
+    while isinstance(layer, WrapperStore) and layer.keeps_keys:
+        watch = getattr(layer, "_watch_refusals", None)
+        if watch is not None:
+            watch(state.refused)
+            return
+        layer = layer.inner
+
+
 def _tracking_available() -> bool:
     from .._redis_tracking import available
 
@@ -449,6 +469,7 @@ class CachedStore(WrapperStore):
         state = self._state = _Cache(max_size, self._ttl)
         self._hits = state.hits
         self._bind_namespace()
+        _watch_refusals_below(inner, state)
         if invalidation is False:
             return
         redis = _tracked_redis(inner)
@@ -473,6 +494,8 @@ class CachedStore(WrapperStore):
         self._inner_get = getattr(inner, "_get_normalized", None)
         # takes the entry this cache already validated and froze (no second check or copy)
         self._inner_set_entry = getattr(inner, "_set_entry", None)
+        # what the store below checks beyond the value rules (its key limit), run here first
+        self._checks = write_checks(inner)
 
     def _mark_closed(self) -> None:
         super()._mark_closed()
@@ -719,6 +742,15 @@ class CachedStore(WrapperStore):
         """``set`` of one key (``key`` None: hand ``ckey`` to the inner store's fast path)."""
         if self._closed:
             raise self._closed_error()
+        checks = self._checks
+        if checks is not None and not (  # ("row", 7) with a short str surely fits: no call
+            type(ckey) is tuple
+            and len(ckey) == 2
+            and type(ckey[1]) is int
+            and type(ckey[0]) is str
+            and len(ckey[0]) <= checks.head
+        ):
+            checks(ckey, _original(ckey) if key is None else key, value)
         entry = _fast_entry(value, self._fast_len)
         if entry is None:
             entry = _freeze(prepare_value(value, self.max_value_size))
@@ -771,6 +803,10 @@ class CachedStore(WrapperStore):
     ) -> None:
         pairs = list(iter_pairs(items))
         ckeys = _canonical_batch([k for k, _ in pairs])
+        checks = self._checks
+        if checks is not None:
+            for ckey, (key, value) in zip(ckeys, pairs):
+                checks(ckey, key, value)
         entries = [self._value(v) for _, v in pairs]
         self._check_open()
         if not pairs:

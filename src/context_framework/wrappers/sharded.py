@@ -56,6 +56,7 @@ from ..exceptions import (
 from ..keys import Key, encode_key, encode_keys
 from ..urls import coerce_option, mask_secrets, mask_url, split_options, split_url
 from ..values import DEFAULT_MAX_VALUE_SIZE, _flat_bound, prepare_value
+from .base import WriteChecks, write_checks
 from .minimal import FULL_API, complete_store
 
 __all__ = ["Rendezvous", "ShardedStore", "key_hash", "shard_seed"]
@@ -253,6 +254,7 @@ class ShardedStore(BaseContextStore):
         self.close_inner = bool(close_inner)
         self._workers = _Workers(len(shards))
         self._secrets: tuple[str, ...] = ()  # passwords to hide from error messages (from URLs)
+        self._checks = [write_checks(s) for s in shards]
 
     # ------------------------------------------------------------------ introspection
 
@@ -273,6 +275,54 @@ class ShardedStore(BaseContextStore):
     def shards_of(self, keys: Iterable[Key]) -> list[int]:
         """:meth:`shard_of` for many keys (fast for long batches)."""
         return self._router.owners(encode_keys(keys))
+
+    # ------------------------------------------------------------------ checking writes
+
+    def check_write(self, key: Key, value: Any) -> None:
+        """What the shard that owns ``key`` checks in ``set(key, value)``."""
+        shard = self._shards[self._route(key)]
+        check = getattr(shard, "check_write", None)
+        if check is None:
+            super().check_write(key, value)
+        else:
+            check(key, value)
+
+    def check_write_key(self, key: Key) -> None:
+        """What the shard that owns ``key`` checks of the key in a write."""
+        shard = self._shards[self._route(key)]
+        check = getattr(shard, "check_write_key", None)
+        if check is None:
+            encode_key(key)
+        else:
+            check(key)
+
+    @property
+    def max_key_size(self) -> int | None:
+        """The smallest key limit of the shards (a key that fits it fits every shard)."""
+        rooms = [c.room for c in self._checks if c is not None and c.key is not None]
+        return min(rooms) if rooms else None
+
+    def _write_checks(self) -> WriteChecks | None:
+        """:func:`~context_framework.wrappers.base.write_checks` of this store, from its shards'."""
+        if any(c is not None and c.full is not None for c in self._checks):
+            return WriteChecks(self.check_write, None, 0)
+        room = self.max_key_size
+        return None if room is None else WriteChecks(None, self.check_write_key, room)
+
+    def _check_shard_writes(
+        self, pairs: list[tuple[Key, Mapping[str, Any]]], encoded: list[bytes], owners: list[int]
+    ) -> None:
+        """Each shard's own checks of the writes of a batch it owns, before any shard writes."""
+        checks = self._checks
+        if all(c is None for c in checks):
+            return
+        for (key, value), k, owner in zip(pairs, encoded, owners):
+            check = checks[owner]
+            if check is not None:
+                if check.key is not None and len(k) > check.room:
+                    check.key(key)
+                if check.full is not None:
+                    check.full(key, value)
 
     # ------------------------------------------------------------------ errors and running
 
@@ -417,7 +467,9 @@ class ShardedStore(BaseContextStore):
         pairs = list(iter_pairs(items))
         if not pairs:
             return
-        owners = self._router.owners(encode_keys([k for k, _ in pairs]))  # validates every key
+        encoded = encode_keys([k for k, _ in pairs])  # validates every key
+        owners = self._router.owners(encoded)
+        self._check_shard_writes(pairs, encoded, owners)  # what one shard refuses must stop every shard
         _check_values([v for _, v in pairs], self.max_value_size)
         parts: list[list[tuple[Key, Mapping[str, Any]]]] = [[] for _ in self._shards]
         appends = [part.append for part in parts]
@@ -508,6 +560,7 @@ class ShardedStore(BaseContextStore):
         child = object.__new__(type(self))
         child.__dict__.update(self.__dict__)  # shares the pool and the set of views
         child._shards = views
+        child._checks = [write_checks(v) for v in views]  # a key limit can depend on the namespace
         child._namespace = views[0].namespace
         child._is_view = True
         self._views.add(child)
