@@ -391,10 +391,17 @@ def test_without_tracking_a_foreign_write_is_seen_after_ttl_or_invalidate(tmp_pa
             s.close()
 
 
-def test_threads_never_leave_a_stale_entry() -> None:
-    """Writers and readers race on few keys; afterwards the cache agrees with the store."""
+@pytest.mark.parametrize("buffered", [False, True], ids=["direct", "over-a-buffer"])
+def test_threads_never_leave_a_stale_entry(buffered: bool) -> None:
+    """Writers and readers race on few keys; afterwards the cache agrees with the store.
+
+    Over a buffer, ``set`` takes the one-step write-through (the buffer's non-blocking put
+    under the cache's lock) and falls back to the two-step path when the buffer is full
+    (``max_pending``), while ``update``/``delete`` always take the two-step path.
+    """
     inner = InMemoryContextStore()
-    store = CachedStore(inner, max_size=8)
+    below = BufferedStore(inner, max_items=3, max_pending=3, flush_interval=0.001) if buffered else inner
+    store = CachedStore(below, max_size=8)
     keys = [("row", i) for i in range(4)]
     stop = time.monotonic() + 0.5
 
@@ -421,6 +428,7 @@ def test_threads_never_leave_a_stale_entry() -> None:
         t.start()
     for t in threads:
         t.join()
+    store.flush()
     for key in keys:
         assert store.get(key) == inner.get(key)
 

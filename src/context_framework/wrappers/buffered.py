@@ -315,7 +315,11 @@ class BufferedStore(WrapperStore):
             and len(ckey[0]) <= checks.head
         ):
             checks(ckey, key, value)
-        self._set_entry(ckey, self._entry(value), key)
+        entry = _fast_entry(value, self._fast_len)
+        if entry is None:
+            entry = _freeze(prepare_value(value, self.max_value_size))
+        if not self._try_put(ckey, key, entry):
+            self._set_entry(ckey, entry, key)
 
     def _set_entry(self, ckey: Any, entry: Any, key: Any = None) -> None:
         """``set`` of a validated, private, never-mutated entry (the in-memory store's form:
@@ -324,6 +328,8 @@ class BufferedStore(WrapperStore):
         has run this store's checks (``write_checks(self)``, which are the inner store's)."""
         if key is None or key is _MISSING:
             key = ckey if type(ckey) is not bytes else _original(ckey)
+        if self._try_put(ckey, key, entry):
+            return
         self._check_usable()
         buf = self._buf
         with buf.lock:
@@ -331,6 +337,30 @@ class BufferedStore(WrapperStore):
             buf.put(self._namespace, ckey, key, entry)
             if buf.n_pending >= buf.max_items:
                 self._wake()
+
+    def _try_put(self, ckey: Any, key: Any, entry: Any) -> bool:
+        """Buffer a validated entry (as :meth:`_set_entry`) if that needs no waiting and there is
+        nothing to report; ``False`` (nothing done) otherwise. A cache above calls it while
+        holding its own lock, so that its write-through is one step."""
+        buf = self._buf
+        if self._closed or buf.report is not None:
+            return False
+        with buf.lock:
+            n = buf.n_pending
+            if n + buf.n_inflight >= buf.max_pending:
+                return False
+            # _Buffer.put, inlined (the per-write hot path)
+            space = buf.pending.get(self._namespace)
+            if space is None:
+                space = buf.pending[self._namespace] = {}
+            if ckey not in space:
+                if not n:
+                    buf.first_write = time.monotonic()
+                buf.n_pending = n = n + 1
+            space[ckey] = (key, entry)
+            if n >= buf.max_items or (n == 1 and buf.flush_interval is not None):
+                self._wake()  # a full buffer, or the flusher's clock starts with this write
+        return True
 
     def set_many(
         self, items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]]
@@ -709,8 +739,8 @@ class BufferedStore(WrapperStore):
         if self._closed:
             raise self._closed_error()
         buf = self._buf
-        if buf.pid != os.getpid():
-            self._check_fork()
+        # A forked child's buffers were emptied by the at-fork hook (``_forget_buffers_in_child``):
+        # no getpid() call per write, which is a system call.
         report = buf.report
         if report is not None:
             buf.report = None

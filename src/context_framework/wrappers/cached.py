@@ -494,6 +494,8 @@ class CachedStore(WrapperStore):
         self._inner_get = getattr(inner, "_get_normalized", None)
         # takes the entry this cache already validated and froze (no second check or copy)
         self._inner_set_entry = getattr(inner, "_set_entry", None)
+        # a write buffer's non-blocking put: the write-through is then one step under our lock
+        self._inner_try_put = getattr(inner, "_try_put", None)
         # what the store below checks beyond the value rules (its key limit), run here first
         self._checks = write_checks(inner)
 
@@ -758,6 +760,18 @@ class CachedStore(WrapperStore):
         if st.restart_pending:
             st.restart()
         h = hash(ckey) & _MASK
+        try_put = self._inner_try_put
+        if try_put is not None:
+            with st.lock:
+                # A buffer below takes the write at once: no window in which a read could
+                # cache an older value, so one lock hold replaces _begin/_finish.
+                if try_put(ckey, _original(ckey) if key is None else key, entry):
+                    st.ver[h] += 1  # reads begun before this write will not cache theirs
+                    if st.enabled and not st.busy[h]:
+                        st.put(self._data, ckey, entry, True)
+                    else:
+                        st.remove(self._data, ckey)
+                    return
         with st.lock:
             st.ver[h] += 1
             st.busy[h] += 1
