@@ -103,6 +103,7 @@ from .keys import (
     encode_key,
     encode_keys,
     encode_namespace,
+    in_key_order,
     namespace_range,
 )
 from .values import (
@@ -614,6 +615,7 @@ class SQLiteContextStore(BaseContextStore):
         with gc_paused():  # builds only acyclic objects
             keys = encode_keys([k for k, _ in pairs], self._nsp)
             texts = encode_values([v for _, v in pairs], limit)
+            keys, texts = in_key_order(keys, texts)  # a B-tree takes keys in order faster
         sql = self._sql.upsert
         # zip() (made anew on each attempt) yields the rows without keeping 3-tuples alive.
         self._transaction("set_many", lambda cur: cur.executemany(sql, zip(keys, texts)))
@@ -672,6 +674,7 @@ class SQLiteContextStore(BaseContextStore):
         if not encoded:
             self._check_open()
             return 0
+        encoded.sort()  # a B-tree takes keys in order faster
         sql = self._sql.delete
         deleted = self._transaction(
             "delete_many", lambda cur: cur.executemany(sql, zip(encoded)).rowcount
