@@ -218,15 +218,20 @@ Transactions and errors.
   upsert ~0.40 s (text and binary ``COPY`` formats measured alike; text is
   used). Smaller batches are one ``INSERT ... SELECT FROM unnest(...) ON
   CONFLICT``. MariaDB batches are multi-row ``INSERT ... ON DUPLICATE KEY
-  UPDATE`` statements. Multi-chunk ``get_many`` reads one snapshot
-  (``REPEATABLE READ``).
+  UPDATE`` statements. Every batch writes (and deletes) its rows in
+  encoded-key order, whatever order they were given in (the temporary table
+  is read ``ORDER BY k``): two batches over the same keys then lock them in
+  the same order, so one waits for the other instead of deadlocking.
+  Multi-chunk ``get_many`` reads one snapshot (``REPEATABLE READ``).
 * Driver exceptions never leak: they become :class:`ContextStoreError` (whose
   ``__cause__`` is the driver error) naming the server as ``host:port/db``
   and the operation, never the password; a connection that cannot be opened
   gives ``"<operation>: cannot connect to <server> host:port/db as 'user':
   <reason>"`` (a wrong password included). Deadlocks and serialization
-  failures are retried with backoff for up to ``timeout`` seconds, then
-  :class:`ContextStoreBusyError`; so is waiting for a pooled connection.
+  failures (which roll the whole transaction back) are retried, the whole
+  batch again, with backoff for up to ``timeout`` seconds, then raise
+  :class:`ContextStoreBusyError` (for a batch it says that nothing of it was
+  written); waiting for a pooled connection is bounded the same way.
   ``connect_timeout`` (5 s) bounds connection attempts. A server-side
   ``statement_timeout`` (e.g. set for the role) ends a waiting statement with
   :class:`ContextStoreError`; Ctrl-C cancels it (PostgreSQL).
