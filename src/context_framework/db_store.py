@@ -1026,28 +1026,34 @@ class _Stmt:
 class _PGConn:
     """A pooled PostgreSQL connection and what it knows of its session's state.
 
-    What it records must stay true whatever happens to a transaction, so it
-    records only what committed: ``loader`` is set once the batch transaction
-    that created the load table ``cf_load`` has committed (a rollback takes
-    the table away); ``prepared`` names the per-call statements, prepared in
-    autocommit by ``_PostgresBackend._call`` (``PREPARE`` is not
-    transactional). psycopg's own automatic preparing is turned off, as its
-    ``rollback()``, and any ``ROLLBACK`` it sees (``ROLLBACK TO SAVEPOINT``
-    too), would ``DEALLOCATE ALL``, this module's statements with its own. No
-    session setting is changed after connecting; a new connection gets a new
+    What it records must stay true whatever happens to a transaction.
+    ``loader`` is set once the batch transaction that created the load table
+    ``cf_load`` has committed (a rollback takes the table away). ``prepared``
+    names the per-call statements, prepared in autocommit by
+    ``_PostgresBackend._call`` (``PREPARE`` is not transactional), but
+    psycopg, once it has prepared statements of its own (it does after a few
+    runs of one), answers every ``ROLLBACK`` it sees (``rollback()``,
+    ``ROLLBACK TO SAVEPOINT``) with ``DEALLOCATE ALL``: after those,
+    :meth:`forget_deallocated` re-reads what the session still has. No session
+    setting is changed after connecting; a new connection gets a new
     ``_PGConn``.
     """
 
     __slots__ = ("conn", "cur", "loader", "pgconn", "prepared", "wait")
 
     def __init__(self, conn: Any) -> None:
-        conn.prepare_threshold = None  # see above: psycopg would deallocate what we prepare
         self.conn = conn
         self.cur = conn.cursor()
         self.loader = False  # whether the session's COPY target table exists
         self.pgconn = conn.pgconn  # libpq, for the per-call statements
         self.wait = conn.wait  # psycopg's interruptible wait (Ctrl-C cancels the query)
         self.prepared: set[bytes] = set()  # names of the _Stmt prepared in this session
+
+    def forget_deallocated(self) -> None:
+        """Keep in ``prepared`` only the statements the session still has (one query)."""
+        if self.prepared:
+            rows = self.cur.execute("SELECT name FROM pg_prepared_statements").fetchall()
+            self.prepared.intersection_update(name.encode() for (name,) in rows)
 
 
 class _PostgresBackend(_Backend):
@@ -1119,6 +1125,7 @@ class _PostgresBackend(_Backend):
                 return False
             if status != _PG_IDLE:
                 c.rollback()
+                conn.forget_deallocated()
             return True
         except Exception:
             return False
@@ -1340,6 +1347,7 @@ class _PostgresBackend(_Backend):
                     self._copy_rows(cur, sql.direct_copy, zip(keys, texts))
                 except self._unique_violation:
                     cur.execute("ROLLBACK TO SAVEPOINT cf_copy")
+                    c.forget_deallocated()
                 else:
                     return
             if not c.loader:
