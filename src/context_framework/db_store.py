@@ -218,15 +218,20 @@ Transactions and errors.
   upsert ~0.40 s (text and binary ``COPY`` formats measured alike; text is
   used). Smaller batches are one ``INSERT ... SELECT FROM unnest(...) ON
   CONFLICT``. MariaDB batches are multi-row ``INSERT ... ON DUPLICATE KEY
-  UPDATE`` statements. Multi-chunk ``get_many`` reads one snapshot
-  (``REPEATABLE READ``).
+  UPDATE`` statements. Every batch writes (and deletes) its rows in
+  encoded-key order, whatever order they were given in (the temporary table
+  is read ``ORDER BY k``): two batches over the same keys then lock them in
+  the same order, so one waits for the other instead of deadlocking.
+  Multi-chunk ``get_many`` reads one snapshot (``REPEATABLE READ``).
 * Driver exceptions never leak: they become :class:`ContextStoreError` (whose
   ``__cause__`` is the driver error) naming the server as ``host:port/db``
   and the operation, never the password; a connection that cannot be opened
   gives ``"<operation>: cannot connect to <server> host:port/db as 'user':
   <reason>"`` (a wrong password included). Deadlocks and serialization
-  failures are retried with backoff for up to ``timeout`` seconds, then
-  :class:`ContextStoreBusyError`; so is waiting for a pooled connection.
+  failures (which roll the whole transaction back) are retried, the whole
+  batch again, with backoff for up to ``timeout`` seconds, then raise
+  :class:`ContextStoreBusyError` (for a batch it says that nothing of it was
+  written); waiting for a pooled connection is bounded the same way.
   ``connect_timeout`` (5 s) bounds connection attempts. A server-side
   ``statement_timeout`` (e.g. set for the role) ends a waiting statement with
   :class:`ContextStoreError`; Ctrl-C cancels it (PostgreSQL).
@@ -286,6 +291,7 @@ from .keys import (
     encode_key,
     encode_keys,
     encode_namespace,
+    in_key_order,
     namespace_range,
 )
 from .urls import decode, mask_secrets, mask_url, read_options, split_host, split_options, split_url
@@ -687,8 +693,9 @@ class _Backend:
     def run(self, op: str, fn: Callable[[Any], T], *, tx: bool = False, snapshot: bool = False) -> T:
         """Run ``fn(conn)`` on a pooled connection (in one transaction if ``tx``).
 
-        Deadlocks and serialization failures are retried until ``timeout``;
-        other driver errors become ContextStoreError.
+        Deadlocks and serialization failures roll the whole transaction back
+        and run ``fn`` again (on whichever connection the retry gets) until
+        ``timeout``; other driver errors become ContextStoreError.
         """
         deadline = _monotonic() + self.timeout
         delay = 0.005
@@ -731,7 +738,7 @@ class _Backend:
             raise ContextStoreBusyError(
                 f"{self.where}: {op} kept failing on lock conflicts for more than "
                 f"{self.timeout:g}s; retry later or open the store with a larger timeout "
-                f"({self._message(exc)})"
+                f"({self._message(exc)}){self._outcome(op, tx=tx, phase=phase, broken=False)}"
             ) from exc
         translated = self._translate(op, exc)
         if translated is not None:
@@ -743,6 +750,12 @@ class _Backend:
         return self.target.scrub(f"{type(exc).__name__}: {text[0] if text else ''}")
 
     def _wrap(self, op: str, exc: BaseException, *, tx: bool, phase: str, broken: bool) -> ContextStoreError:
+        note = self._outcome(op, tx=tx, phase=phase, broken=broken)
+        return ContextStoreError(f"{self.where}: {op} failed: {self._message(exc)}{note}")
+
+    @staticmethod
+    def _outcome(op: str, *, tx: bool, phase: str, broken: bool) -> str:
+        """What a failed call did to the data, as a note for its error message."""
         note = ""
         if tx and op not in ("get_many", "update", "increment"):
             if phase == "commit" and broken:
@@ -760,7 +773,7 @@ class _Backend:
             )
         if broken:
             note += " (the connection was dropped; the next call reconnects)"
-        return ContextStoreError(f"{self.where}: {op} failed: {self._message(exc)}{note}")
+        return note
 
     def _server_refused(self, exc: BaseException) -> bool:
         """Whether the server answered with an error (the statement was not applied), rather
@@ -825,6 +838,12 @@ class _Backend:
 
     def increment(self, k: bytes, key: Key, field: str, by: Number, max_size: int | None) -> str:
         raise NotImplementedError
+
+
+def _in_key_order(rows: dict[bytes, str]) -> tuple[list[bytes], list[str]]:
+    """A batch's keys and texts in encoded-key order: every SQL batch writes (and deletes)
+    its rows in this order, so that concurrent batches over the same keys cannot deadlock."""
+    return in_key_order(list(rows), list(rows.values()))
 
 
 def _increment_text(current: Metadata | None, key: Key, field: str, by: Number,
@@ -959,7 +978,8 @@ class _PGSQL:
         self.load_create = "CREATE TEMP TABLE IF NOT EXISTS cf_load (k bytea, v text) ON COMMIT DELETE ROWS"
         self.load_copy = "COPY cf_load (k, v) FROM STDIN"
         self.load_insert = (
-            f"INSERT INTO {t} (k, v) SELECT k, v FROM cf_load ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+            f"INSERT INTO {t} (k, v) SELECT k, v FROM cf_load ORDER BY k "
+            "ON CONFLICT (k) DO UPDATE SET v = excluded.v"
         )
         # set_many of keys none of which can exist: COPY straight into the table
         self.range_taken = f"SELECT EXISTS (SELECT 1 FROM {t} WHERE k >= %s AND k <= %s)"
@@ -1022,6 +1042,21 @@ class _Stmt:
 
 
 class _PGConn:
+    """A pooled PostgreSQL connection and what it knows of its session's state.
+
+    What it records must stay true whatever happens to a transaction.
+    ``loader`` is set once the batch transaction that created the load table
+    ``cf_load`` has committed (a rollback takes the table away). ``prepared``
+    names the per-call statements, prepared in autocommit by
+    ``_PostgresBackend._call`` (``PREPARE`` is not transactional), but
+    psycopg, once it has prepared statements of its own (it does after a few
+    runs of one), answers every ``ROLLBACK`` it sees (``rollback()``,
+    ``ROLLBACK TO SAVEPOINT``) with ``DEALLOCATE ALL``: after those,
+    :meth:`forget_deallocated` re-reads what the session still has. No session
+    setting is changed after connecting; a new connection gets a new
+    ``_PGConn``.
+    """
+
     __slots__ = ("conn", "cur", "loader", "pgconn", "prepared", "wait")
 
     def __init__(self, conn: Any) -> None:
@@ -1031,6 +1066,12 @@ class _PGConn:
         self.pgconn = conn.pgconn  # libpq, for the per-call statements
         self.wait = conn.wait  # psycopg's interruptible wait (Ctrl-C cancels the query)
         self.prepared: set[bytes] = set()  # names of the _Stmt prepared in this session
+
+    def forget_deallocated(self) -> None:
+        """Keep in ``prepared`` only the statements the session still has (one query)."""
+        if self.prepared:
+            rows = self.cur.execute("SELECT name FROM pg_prepared_statements").fetchall()
+            self.prepared.intersection_update(name.encode() for (name,) in rows)
 
 
 class _PostgresBackend(_Backend):
@@ -1102,6 +1143,7 @@ class _PostgresBackend(_Backend):
                 return False
             if status != _PG_IDLE:
                 c.rollback()
+                conn.forget_deallocated()
             return True
         except Exception:
             return False
@@ -1301,14 +1343,17 @@ class _PostgresBackend(_Backend):
         return self._call("exists", self._sql().p_exists, (k,)).ntuples > 0  # type: ignore[no-any-return]
 
     def put_many(self, rows: dict[bytes, str]) -> None:
+        """Write ``rows`` in one transaction, in encoded-key order (see ``_in_key_order``)."""
         sql = self._sql()
-        if len(rows) < _PG_COPY_MIN:
-            keys, texts = list(rows), list(rows.values())
+        keys, texts = _in_key_order(rows)
+        if len(keys) < _PG_COPY_MIN:
             self.run("set_many", lambda c: c.cur.execute(sql.unnest, (keys, texts)), tx=True)
             return
-        low, high = min(rows), max(rows)
+        low, high = keys[0], keys[-1]
+        created: list[_PGConn] = []  # the connection whose transaction created cf_load
 
         def body(c: _PGConn) -> None:
+            created.clear()  # a retry: what an earlier attempt created was rolled back
             cur = c.cur
             if self._range_is_free(cur, sql, low, high):
                 # No stored key lies between the lowest and highest of the batch, so none
@@ -1317,27 +1362,30 @@ class _PostgresBackend(_Backend):
                 # then takes the upsert path below.
                 cur.execute("SAVEPOINT cf_copy")
                 try:
-                    self._copy_rows(cur, sql.direct_copy, rows)
+                    self._copy_rows(cur, sql.direct_copy, zip(keys, texts))
                 except self._unique_violation:
                     cur.execute("ROLLBACK TO SAVEPOINT cf_copy")
+                    c.forget_deallocated()
                 else:
                     return
             if not c.loader:
                 cur.execute(sql.load_create)
-                c.loader = True
-            self._copy_rows(cur, sql.load_copy, rows)
-            cur.execute(sql.load_insert)
+                created.append(c)
+            self._copy_rows(cur, sql.load_copy, zip(keys, texts))
+            cur.execute(sql.load_insert)  # ... ORDER BY k: the rows are locked in key order
 
         self.run("set_many", body, tx=True)
+        for c in created:
+            c.loader = True  # only now that the transaction that created the table committed
 
     def _range_is_free(self, cur: Any, sql: _PGSQL, low: bytes, high: bytes) -> bool:
         """Whether no stored key lies in ``[low, high]`` (one index probe)."""
         return not cur.execute(sql.range_taken, (low, high)).fetchone()[0]
 
-    def _copy_rows(self, cur: Any, statement: str, rows: dict[bytes, str]) -> None:
+    def _copy_rows(self, cur: Any, statement: str, rows: Iterable[tuple[bytes, str]]) -> None:
         with cur.copy(statement) as copy:
             write_row = copy.write_row
-            for row in rows.items():
+            for row in rows:
                 write_row(row)
 
     def fetch_many(self, keys: list[bytes]) -> dict[bytes, str]:
@@ -1357,6 +1405,7 @@ class _PostgresBackend(_Backend):
 
     def remove_many(self, keys: list[bytes]) -> int:
         sql = self._sql().delete_any
+        keys = sorted(keys)  # distinct keys: see _in_key_order
         return int(self.run("delete_many", lambda c: c.cur.execute(sql, (keys,)).rowcount, tx=True))
 
     def page(self, op: str, with_values: bool, low: bytes, high: bytes, first: bool) -> list[Any]:
@@ -1651,7 +1700,7 @@ class _MySQLBackend(_Backend):
         return self.run("exists", body) is not None
 
     def put_many(self, rows: dict[bytes, str]) -> None:
-        items = list(rows.items())
+        items = list(zip(*_in_key_order(rows)))
 
         def body(c: _MyConn) -> None:
             for i in range(0, len(items), _MY_WRITE_CHUNK):
@@ -1680,6 +1729,7 @@ class _MySQLBackend(_Backend):
 
     def remove_many(self, keys: list[bytes]) -> int:
         sql = self.sql
+        keys = sorted(keys)  # distinct keys: see _in_key_order
 
         def body(c: _MyConn) -> int:
             total = 0

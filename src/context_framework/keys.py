@@ -53,12 +53,14 @@ Lists, sets, dicts and other objects raise :class:`UnsupportedKeyError`.
 from __future__ import annotations
 
 import math
+import operator
 import reprlib
 import struct
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
+from itertools import islice
 from sys import intern
-from typing import Any
+from typing import Any, TypeVar
 
 from .exceptions import UnsupportedKeyError
 
@@ -72,11 +74,13 @@ __all__ = [
     "namespace_range",
     "encode_prefix",
     "has_prefix",
+    "in_key_order",
     "normalize_key",
     "prefix_range",
 ]
 
 Key = str | int | float | bool | None | bytes | datetime | date | tuple[Any, ...]
+T = TypeVar("T")
 
 CODEC_VERSION = 1
 _TUPLE_HEADER = b"\x01"
@@ -373,6 +377,22 @@ def encode_keys(keys: Iterable[Any], prefix: bytes = b"") -> list[bytes]:
                 continue
         append(prefix + encode_key(key))
     return out
+
+
+def in_key_order(keys: list[bytes], values: list[T]) -> tuple[list[bytes], list[T]]:
+    """Encoded keys and their values, reordered by key (the lists themselves if already so).
+
+    Stable: the entries of a repeated key keep their order, so the last still
+    wins when they are written in turn. SQL stores write every batch in this
+    order: two transactions over the same keys then take their row locks in
+    the same order, and one waits for the other instead of both for each
+    other (a deadlock); B-trees also take keys in order faster. A batch built
+    in key order (the usual case) costs one comparison per key.
+    """
+    if all(map(operator.lt, keys, islice(keys, 1, None))):
+        return keys, values
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return [keys[i] for i in order], [values[i] for i in order]
 
 
 def encode_prefix(prefix: tuple[Any, ...]) -> bytes:
