@@ -379,11 +379,6 @@ class _Target:
         self.host = (host if host.startswith("/") else host.lower()) or None  # "/...": a socket folder
         self.user = parts.user
         self.password = parts.password
-        if not postgres and not _latin1(parts.password or ""):
-            raise ContextConfigurationError(
-                f"the password in {mask_url(url)!r} has characters outside Latin-1, which the "
-                "MariaDB/MySQL driver (PyMySQL) cannot send"
-            )
         path = decode(parts.path.lstrip("/"), "database name", url)
         if "/" in path:
             raise ContextConfigurationError(f"the database name in {mask_url(url)!r} contains '/'")
@@ -427,12 +422,6 @@ class _Target:
         return mask_secrets(text, secrets=(self.password,))
 
 
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _quote(text: str) -> str:
@@ -738,7 +727,7 @@ class _Backend:
             raise ContextStoreBusyError(
                 f"{self.where}: {op} kept failing on lock conflicts for more than "
                 f"{self.timeout:g}s; retry later or open the store with a larger timeout "
-                f"({self._message(exc)}){self._outcome(op, tx=tx, phase=phase, broken=False)}"
+                f"({self._message(exc)}){self._outcome(op, exc, tx=tx, phase=phase, broken=False)}"
             ) from exc
         translated = self._translate(op, exc)
         if translated is not None:
@@ -750,11 +739,10 @@ class _Backend:
         return self.target.scrub(f"{type(exc).__name__}: {text[0] if text else ''}")
 
     def _wrap(self, op: str, exc: BaseException, *, tx: bool, phase: str, broken: bool) -> ContextStoreError:
-        note = self._outcome(op, tx=tx, phase=phase, broken=broken)
+        note = self._outcome(op, exc, tx=tx, phase=phase, broken=broken)
         return ContextStoreError(f"{self.where}: {op} failed: {self._message(exc)}{note}")
 
-    @staticmethod
-    def _outcome(op: str, *, tx: bool, phase: str, broken: bool) -> str:
+    def _outcome(self, op: str, exc: BaseException, *, tx: bool, phase: str, broken: bool) -> str:
         """What a failed call did to the data, as a note for its error message."""
         note = ""
         if tx and op not in ("get_many", "update", "increment"):
@@ -1540,7 +1528,8 @@ class _MySQLBackend(_Backend):
                 host=t.host or "localhost",
                 port=t.port,
                 user=t.user or "root",
-                password=t.password or "",
+                # bytes: PyMySQL would encode a str password as Latin-1; servers hash UTF-8
+                password=(t.password or "").encode("utf-8"),
                 database=t.database,
                 charset="utf8mb4",
                 connect_timeout=self.connect_timeout,
