@@ -131,8 +131,9 @@ def test_one_dict_is_stored_once(target: Target) -> None:
     mask = np.random.default_rng(1).random(n) < 0.5
     adapter = target.adapter(df)
     assert adapter.add_row_context(mask, META) == int(mask.sum())
-    keys = adapter.list_context_keys()
-    assert len(keys) <= 4  # the index, the head and its row-set chunk(s): not one per row
+    assert adapter.list_context_keys() == []  # annotations are not the user's keys...
+    keys = target.space.list_keys()
+    assert len(keys) <= 4  # ...but the index, the head and its row-set chunk(s): not one per row
     assert all(k[0] == "annotation" for k in keys)
     [info] = adapter.list_annotations()
     assert info["metadata"] == META and info["rows"] == int(mask.sum()) and info["by"] == "label"
@@ -450,7 +451,7 @@ def test_remove_annotation_and_clear(target: Target) -> None:
     assert adapter.remove_annotation(a) is False  # type: ignore[arg-type]
     assert adapter.get_context(("row", 0)) is None and adapter.get_context(("row", 1)) == {"own": 1}
     assert adapter.get_context(("row", 50)) == {"b": 1}
-    assert not [k for k in adapter.list_context_keys() if k[:2] == ("annotation", a)]
+    assert not [k for k in target.space.list_keys(INDEX_KEY) if k[:2] == ("annotation", a)]
     with pytest.raises(ContextKeyError):
         adapter.annotation_mask(a)  # type: ignore[arg-type]
     # clearing row context clears the annotations too
@@ -462,6 +463,43 @@ def test_remove_annotation_and_clear(target: Target) -> None:
     adapter.add_context(("column", "A"), {"unit": "m"})
     adapter.clear_context()
     assert adapter.count_context() == 0 and adapter.get_context(("row", 1)) is None
+
+
+def test_listings_and_counts_hide_annotation_entries(target: Target) -> None:
+    adapter = target.adapter(pd.DataFrame({"A": range(100)}))
+    adapter.add_context(("row", 1), {"own": 1})
+    adapter.add_context(("column", "A"), {"unit": "m"})
+    ann = adapter.add_row_context(np.arange(100) % 3 == 0, META)
+    assert ann == 34 and len(target.space.list_keys(INDEX_KEY)) >= 3  # stored: index, head, chunk
+    mine = [("column", "A"), ("row", 1)]
+    assert sorted(adapter.list_context_keys()) == mine
+    assert adapter.list_context_keys(("row",)) == [("row", 1)]
+    assert adapter.list_context_keys(INDEX_KEY) == []
+    assert adapter.count_context() == 2
+    assert adapter.count_context(("row",)) == 1
+    assert adapter.count_context(INDEX_KEY) == 0
+    assert sorted(adapter.iter_context()) == [(("column", "A"), {"unit": "m"}), (("row", 1), {"own": 1})]
+    assert list(adapter.iter_context(INDEX_KEY)) == []
+    [info] = adapter.list_annotations()  # annotations are listed by their own call
+    assert info["rows"] == 34 and info["metadata"] == META
+    # clear_context keeps its documented meaning: ("row",) takes the annotations too
+    assert adapter.clear_context(("row",)) >= 4
+    assert target.space.list_keys(INDEX_KEY) == [] and adapter.list_context_keys() == [("column", "A")]
+
+
+def test_partitioned_adapters_hide_and_reserve_annotation_entries() -> None:
+    dd = pytest.importorskip("dask.dataframe")
+    from context_framework.adapters.dask_adapter import DaskContextAdapter
+
+    store = InMemoryContextStore()
+    df = pd.DataFrame({"A": range(10)})
+    PandasContextAdapter(df, context_store=store).annotate_rows(slice(0, 4), META)
+    adapter = DaskContextAdapter(dd.from_pandas(df, npartitions=2), store, strict=False)
+    adapter.add_context(("row", 1), {"own": 1})
+    assert adapter.list_context_keys() == [("row", 1)] and adapter.count_context() == 1
+    assert list(adapter.iter_context()) == [(("row", 1), {"own": 1})]
+    with pytest.raises(ContextKeyError, match="reserved"):
+        adapter.add_context(("annotation", "x"), {"x": 1})
 
 
 def test_remove_row_context_subtracts_from_annotations(target: Target) -> None:
@@ -479,10 +517,10 @@ def test_remove_row_context_subtracts_from_annotations(target: Target) -> None:
     infos = adapter.list_annotations()
     assert [x["id"] for x in infos] == [whole]  # "few" lost every row: removed
     assert infos[0]["rows"] == 17
-    assert few not in {k[1] for k in adapter.list_context_keys() if len(k) > 1}
+    assert few not in {k[1] for k in target.space.list_keys(INDEX_KEY) if len(k) > 1}
     other = target.adapter(adapter.df)  # what another adapter reads from the store
     assert other.get_row_context(slice(None)) == adapter.get_row_context(slice(None))
-    assert len([k for k in adapter.list_context_keys() if len(k) == 5]) == 1  # old chunks deleted
+    assert len([k for k in target.space.list_keys(INDEX_KEY) if len(k) == 5]) == 1  # old chunks deleted
 
 
 def test_remove_annotation_validates_the_id(local: Target) -> None:
@@ -755,7 +793,7 @@ def test_ten_million_rows_one_dict(local: Target) -> None:
     adapter = local.adapter(df)
     assert adapter.add_row_context(mask, META) == int(mask.sum())
     assert adapter.add_row_context(slice(2_000_000, 2_999_999), {"slice": True}) == 1_000_000
-    assert adapter.count_context() < 20
+    assert adapter.count_context() == 0 and local.space.count() < 20  # a few stored entries in all
     fresh = local.adapter(df)  # reads the row sets back from the store
     probe = rng.integers(0, n, 2_000)
     got = fresh.get_context_many([("row", int(i)) for i in probe])

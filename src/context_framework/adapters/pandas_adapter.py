@@ -111,6 +111,8 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 class PandasContextAdapter(BaseContextAdapter):
     """Context for a pandas DataFrame. See the module docstring for key conventions."""
 
+    internal_kinds = (KIND,)
+
     def __init__(
         self,
         df: pd.DataFrame,
