@@ -216,6 +216,7 @@ def _frames() -> dict[str, pd.DataFrame]:
     dup_strs = [f"s{x}" for x in rng.integers(0, 20, n)]
     return {
         "range": pd.DataFrame({"A": range(n)}),
+        "range_offset": pd.DataFrame({"A": range(n)}, index=pd.RangeIndex(-25, n - 25)),
         "range_step": pd.DataFrame({"A": range(n)}, index=pd.RangeIndex(10, 10 + 3 * n, 3)),
         "range_desc": pd.DataFrame({"A": range(n)}, index=pd.RangeIndex(n, 0, -1)),
         "int_shuffled": pd.DataFrame({"A": range(n)}, index=rng.permutation(10 * n)[:n] - 300),
@@ -269,6 +270,9 @@ def test_annotations_match_per_row_entries(frame: str, target: Target) -> None:
             meta = {"v": step, "tags": [step]}
             assert ours.add_row_context(sel, meta) == oracle.add_row_context(sel, meta, per_row=True)
         assert ours.get_row_context(slice(None)) == oracle.get_row_context(slice(None))
+        if target.kind in ("memory", "sqlite"):  # every row, one read each (after each change)
+            keys = [("row", label) for label in df.index]
+            assert [ours.get_context(k) for k in keys] == [oracle.get_context(k) for k in keys]
     for label in df.index[:: max(1, len(df) // 10)]:
         assert ours.get_context(("row", label)) == oracle.get_context(("row", label))
         assert ours.has_context(("row", label)) == oracle.has_context(("row", label))
@@ -564,6 +568,50 @@ def test_visibility_rule(target: Target) -> None:
     assert target.adapter(df).row_context_frame().loc[2, "w"] == 2
 
 
+def test_uncovered_rows_skip_the_annotation_merge(local: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = local.adapter(pd.DataFrame({"A": range(100)}))
+    adapter.annotate_rows(slice(10, 19), META)
+    adapter.add_context(("row", 50), {"own": 1})
+    merged: list[Any] = []
+    covering = adapter._covering
+    spy = lambda anns, label: merged.append(label) or covering(anns, label)  # noqa: E731
+    monkeypatch.setattr(adapter, "_covering", spy)
+    for _ in range(2):
+        got = [adapter.get_context(("row", i)) for i in range(100)]
+        assert got == [META if 10 <= i <= 19 else {"own": 1} if i == 50 else None for i in range(100)]
+    assert merged == [*range(10, 20)] * 2  # only rows an annotation covers take the merging path
+    cover = adapter._cover
+    adapter.refresh_annotations()  # nothing changed in the store: the coverage is kept
+    assert cover is not None and adapter._cover is cover
+
+
+def test_single_row_reads_follow_the_known_annotations(local: Target) -> None:
+    df = pd.DataFrame({"A": range(50)})
+    adapter, other = local.adapter(df), local.adapter(df)
+    a = adapter.annotate_rows([1, 2], {"a": 1})
+    assert [adapter.get_context(("row", i)) for i in (1, 3)] == [{"a": 1}, None]
+    adapter.annotate_rows([3], {"b": 1})  # the adapter's own writes show at once
+    assert adapter.get_context(("row", 3)) == {"b": 1} and adapter.has_context(("row", 3))
+    adapter.remove_row_context([1], annotations=True)
+    assert adapter.get_context(("row", 1)) is None and adapter.get_context(("row", 2)) == {"a": 1}
+    assert adapter.remove_annotation(a) is True  # type: ignore[arg-type]
+    assert adapter.get_context(("row", 2)) is None
+    other.annotate_rows([10], {"c": 1})  # another adapter's: after a refresh (the visibility rule)
+    assert adapter.get_context(("row", 10)) is None
+    adapter.refresh_annotations()
+    assert adapter.get_context(("row", 10)) == {"c": 1}
+    shifted = df.copy()
+    shifted.index = pd.RangeIndex(8, 58)  # a new index: annotations still follow the labels
+    adapter.data = shifted
+    assert [adapter.get_context(("row", i)) for i in (8, 10, 11)] == [None, {"c": 1}, None]
+    stepped = df.copy()
+    stepped.index = pd.RangeIndex(0, 100, 2)
+    adapter.data = stepped
+    assert [adapter.get_context(("row", i)) for i in (2, 10, 12)] == [None, {"c": 1}, None]
+    adapter.clear_context(("row",))
+    assert adapter.get_context(("row", 10)) is None
+
+
 def test_one_store_read_loads_the_annotations(local: Target) -> None:
     df = pd.DataFrame({"A": range(10)})
     counting = Counting(local.space)
@@ -783,6 +831,25 @@ def test_errors_share_the_root() -> None:
 
 
 # --------------------------------------------------------------------------- scale
+
+
+def test_point_read_benchmark_runs(tmp_path: Any) -> None:
+    from context_framework.bench.annotations import format_gets, run_annotated_gets
+
+    files = iter(range(100))
+    entries = []
+    for url, annotation in [("memory://", "rows10"), ("sqlite", "mask")]:
+        if url == "sqlite":
+            open_url = lambda: (f"sqlite:///{tmp_path / f'{next(files)}.db'}", lambda: None)  # noqa: E731
+        else:
+            open_url = lambda: ("memory://", lambda: None)  # noqa: E731
+        result = run_annotated_gets(open_url, frame_rows=500, annotation=annotation, num_ops=200, repeat=1)
+        assert result["num_ops"] == 200 and result["get_ratio"] > 0 and result["loop_ratio"] > 0
+        assert result["with"]["gets_per_second"] > 0
+        entries.append({"label": url, "what": annotation, "num_ops": 200, "result": result})
+    entries.append({"label": "x", "what": "y", "num_ops": 1, "error": "boom"})
+    table = format_gets(entries)
+    assert "Gets/s with" in table and "failed" in table
 
 
 def test_ten_million_rows_one_dict(local: Target) -> None:

@@ -139,9 +139,11 @@ class PandasContextAdapter(BaseContextAdapter):
         # Row annotations known to this adapter (see the module docstring): _UNLOADED until
         # the first row read, then a tuple in creation order, or None when there are none.
         # get_context's fast path compares the index with _hot_index, which is the cached
-        # RangeIndex only while there are no annotations: so it costs nothing more.
+        # RangeIndex only while there are no annotations: so it costs nothing more. With
+        # annotations, rows that _cover (built at a row read) says none covers take it too.
         self._annotations: Any = _UNLOADED
         self._hot_index: Any = None
+        self._cover: _Coverage | None = None
         self._annotation_store: AnnotationStore | None = None
         self._fp_index: Any = None
         self._fp: dict[str, Any] = {}
@@ -192,14 +194,20 @@ class PandasContextAdapter(BaseContextAdapter):
 
     def get_context(self, key: Key, default: Any = None) -> Metadata | None:
         """The metadata of ``key`` (a fresh dict), or ``default`` when it has none."""
-        if (
-            type(key) is tuple
-            and len(key) == 2
-            and type(key[1]) is int
-            and key[0] is _ROW
-            and self.data.index is self._hot_index
-            and key[1] in self._range
-        ):
+        if type(key) is tuple and len(key) == 2 and type(key[1]) is int and key[0] is _ROW:
+            index = self.data.index
+            if index is self._hot_index:
+                hot = key[1] in self._range
+            else:
+                cover = self._cover
+                if cover is not None and cover.index is index and cover.annotations is self._annotations:
+                    b = key[1] - cover.start  # _Coverage.misses, inlined
+                    hot = 0 <= b < cover.n and not cover.bits[b]
+                else:
+                    hot = False
+        else:
+            hot = False
+        if hot:
             mem = self._mem
             if mem is not None:  # InMemoryContextStore._get_normalized, inlined
                 entry = mem._data.get(key)
@@ -272,6 +280,7 @@ class PandasContextAdapter(BaseContextAdapter):
         """Set the known annotations (``None``: none) and open or close the hot path to match."""
         self._annotations = annotations
         self._hot_index = self._range_index if annotations is None else None
+        self._cover = None  # built again from these at the next row read
 
     def _free_form(self, key: Any) -> Key:
         try:
@@ -736,6 +745,8 @@ class PandasContextAdapter(BaseContextAdapter):
         known = self._annotations
         cached = {a.id: a for a in known} if known else {}
         anns = self._annotations_in_store().load(cached)
+        if anns and anns == known:  # the same Annotation objects: keep the tuple (and its coverage)
+            return known  # type: ignore[no-any-return]
         self._set_annotations(anns or None)
         return anns
 
@@ -755,12 +766,35 @@ class PandasContextAdapter(BaseContextAdapter):
     def _annotated(self, key: Key, default: Any) -> Metadata | None:
         """``get_context`` of a validated ``("row", label)`` key when annotations may exist."""
         anns = self._loaded()
-        get = self._get_row if self.data.index is self._range_index else self._get
+        index = self.data.index
+        get = self._get_row if index is self._range_index else self._get
         if anns:
-            covering = self._covering(anns, key[1])  # type: ignore[index]
+            label = key[1]  # type: ignore[index]
+            cover = self._coverage(index, anns)
+            if cover is not None and type(label) is int and cover.misses(label):
+                return get(key, default)  # type: ignore[no-any-return]
+            covering = self._covering(anns, label)
             if covering:
                 return _merged([a.metadata for a in covering], get(key, None))
         return get(key, default)  # type: ignore[no-any-return]
+
+    def _coverage(self, index: pd.Index, anns: tuple[Annotation, ...]) -> _Coverage | None:
+        """The rows ``anns`` cover, over ``index`` (the cached RangeIndex, if of step 1), else None.
+
+        Made at most once per index and set of known annotations: ``_set_annotations`` drops it.
+        """
+        cover = self._cover
+        if cover is not None and cover.index is index and cover.annotations is anns:
+            return cover
+        if index is not self._range_index or index.step != 1:
+            return None
+        covered = np.zeros(len(index), dtype=bool)
+        for ann in anns:  # one mask at a time: memory stays O(rows), however many annotations
+            covered |= self._coverages((ann,))[0]
+        cover = _Coverage(index, anns, covered)
+        if self._annotations is anns:  # not replaced meanwhile
+            self._cover = cover
+        return cover
 
     def _covering(self, anns: tuple[Annotation, ...], label: Any) -> list[Annotation]:
         out = []
@@ -961,6 +995,27 @@ class PandasContextAdapter(BaseContextAdapter):
                     pairs.append((lbl, rec))
             labels, records = [p[0] for p in pairs], [p[1] for p in pairs]
             return _frame(labels, records, target), labels, records
+
+
+class _Coverage:
+    """Which rows of one RangeIndex (step 1) some annotation of ``annotations`` covers.
+
+    One byte per row (a bit test costs more than the bytes save on the spec's hot path).
+    """
+
+    __slots__ = ("annotations", "bits", "index", "n", "start")
+
+    def __init__(
+        self, index: pd.RangeIndex, annotations: tuple[Annotation, ...], covered: np.ndarray
+    ) -> None:
+        self.index, self.annotations = index, annotations
+        self.start, self.n = index.start, len(index)
+        self.bits = covered.tobytes()
+
+    def misses(self, label: int) -> bool:
+        """Whether ``label`` is a row of the index that no annotation covers."""
+        b = label - self.start
+        return 0 <= b < self.n and not self.bits[b]
 
 
 def _fill(values: np.ndarray, owners: list[tuple[Any, np.ndarray]], mine: np.ndarray | None) -> np.ndarray:

@@ -18,6 +18,13 @@ row annotation; with ``per_row=True`` every selected row gets its own dict
 (``{"i": <row>, "src": "bench"}``, from a DataFrame aligned with the frame)
 in one batch.
 
+Point reads with an annotation present (:func:`run_annotated_gets`): the
+spec's loop (``add_context`` then ``get_context`` of ``("row", i)``) on one
+adapter with an annotation present and on one without, interleaved in the
+same process, medians of ``repeat`` runs: on the in-memory store with one
+10-row annotation among the rows read, and on SQLite with a random-half mask
+annotation over a 10,000,000-row frame.
+
 Run ``python -m context_framework.bench.annotations`` for memory and a
 temporary SQLite file (10,000,000 rows), and per-row metadata for
 1,000,000 rows on Redis / PostgreSQL with ``--redis-url`` / ``--postgres-url``.
@@ -29,18 +36,30 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["format_result", "run_annotation_bench"]
+__all__ = ["GETS_CASES", "format_gets", "format_result", "run_annotated_gets", "run_annotation_bench"]
 
 _MASKS = ("random", "slice")
 _SAMPLE = 1_000
+_GETS_META = {"source": "bench", "batch": 1}
+
+#: The point-read cases: (store, frame rows, rows the loop writes and reads, annotation, what it is).
+#: On SQLite the small loop is the one whose lookups meet the annotation's row-set chunks in the
+#: key table's B-tree (a few point entries, or keys next to the chunks: ("column", ...), ("dataset",)).
+GETS_CASES = (
+    ("memory", 100_000, 100_000, "rows10", "one 10-row annotation"),
+    ("sqlite", 10_000_000, 1_000, "mask", "a random-half mask over 10,000,000 rows"),
+    ("sqlite", 10_000_000, 100_000, "mask", "a random-half mask over 10,000,000 rows"),
+)
 
 
 def run_annotation_bench(
@@ -158,6 +177,101 @@ def _child(url: str, rows: int, per_row: bool, mask: str, sample: int) -> dict[s
     }
 
 
+def run_annotated_gets(
+    open_url: Callable[[], tuple[str, Callable[[], None]]],
+    *,
+    frame_rows: int,
+    annotation: str,
+    num_ops: int = 100_000,
+    repeat: int = 3,
+) -> dict[str, Any]:
+    """The spec's loop without and with an annotation present, interleaved; medians of ``repeat`` runs.
+
+    Each run opens a fresh store with ``open_url()`` (a URL and how to remove
+    it), wraps a ``frame_rows``-row frame, makes the annotation when the run is
+    the annotated one (``"rows10"``: 10 rows among those read; ``"mask"``: a
+    random half of the frame), then times ``num_ops`` adds and gets of
+    ``("row", i)`` and checks a covered and an uncovered row.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..adapters.pandas_adapter import PandasContextAdapter
+    from .modes import spec_loop
+
+    num_ops = min(num_ops, frame_rows)
+    df = pd.DataFrame({"A": np.arange(frame_rows, dtype=np.int64)}, copy=False)
+    if annotation == "rows10":
+        selection: Any = slice(num_ops // 2, num_ops // 2 + 9)
+        covered = np.zeros(frame_rows, dtype=bool)
+        covered[num_ops // 2 : num_ops // 2 + 10] = True
+    elif annotation == "mask":
+        bits = np.random.default_rng(0).integers(0, 256, size=(frame_rows + 7) // 8, dtype=np.uint8)
+        selection = covered = np.unpackbits(bits, count=frame_rows).view(bool)
+    else:
+        raise ValueError(f"annotation must be 'rows10' or 'mask', got {annotation!r}")
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for _ in range(repeat):
+        for annotated in (False, True):
+            url, cleanup = open_url()
+            adapter = PandasContextAdapter(df, context_store=url)
+            try:
+                if annotated:
+                    adapter.add_row_context(selection, _GETS_META)
+                gc.collect()
+                runs[annotated].append(spec_loop(adapter, num_ops))
+                _check_gets(adapter, covered[:num_ops], annotated)
+            finally:
+                adapter.clear_context()
+                adapter.close()
+                cleanup()
+    out: dict[str, Any] = {"frame_rows": frame_rows, "annotation": annotation, "num_ops": num_ops}
+    for annotated, name in ((False, "without"), (True, "with")):
+        add = statistics.median(a for a, _ in runs[annotated])
+        get = statistics.median(g for _, g in runs[annotated])
+        out[name] = {"add_seconds": add, "get_seconds": get, "gets_per_second": num_ops / get}
+    out["get_ratio"] = out["with"]["gets_per_second"] / out["without"]["gets_per_second"]
+    loop = {n: out[n]["add_seconds"] + out[n]["get_seconds"] for n in ("without", "with")}
+    out["loop_ratio"] = loop["without"] / loop["with"]
+    return out
+
+
+def _check_gets(adapter: Any, covered: Any, annotated: bool) -> None:
+    """A covered row reads the annotation merged under its own entry; an uncovered one its own entry."""
+    for i in (int(covered.argmax()), int(covered.argmin())):
+        own = {"meta": f"value_{i}"}
+        expected = {**_GETS_META, **own} if annotated and covered[i] else own
+        got = adapter.get_context(("row", i))
+        if got != expected:
+            raise AssertionError(f"row {i}: read {got!r}, expected {expected!r}")
+
+
+def format_gets(results: list[dict[str, Any]]) -> str:
+    """The point-read cases as a table: gets/s without and with the annotation, and the ratios."""
+    from .spec_benchmark import _grid
+
+    header = ("Store", "Annotation present", "Rows read", "Gets/s without", "Gets/s with", "Gets ratio")
+    rows = [(*header, "Loop ratio")]
+    for r in results:
+        if "result" not in r:
+            why = "unavailable" if "unavailable" in r else "failed"
+            rows.append((r["label"], r["what"], f"{r['num_ops']:,}", "-", "-", why, "-"))
+            continue
+        g = r["result"]
+        rows.append(
+            (
+                r["label"],
+                r["what"],
+                f"{g['num_ops']:,}",
+                f"{g['without']['gets_per_second']:,.0f}",
+                f"{g['with']['gets_per_second']:,.0f}",
+                f"{g['get_ratio']:.2f}x",
+                f"{g['loop_ratio']:.2f}x",
+            )
+        )
+    return _grid(rows)
+
+
 def format_result(r: dict[str, Any]) -> str:
     """One line per case."""
     kind = "per-row" if r["per_row"] else "annotation"
@@ -179,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="also run per-row writes on this Redis")
     parser.add_argument("--postgres-url", help="also run per-row writes on this PostgreSQL")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each point-read case (median)")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(**json.loads(args.child))))
@@ -195,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
             result = run_annotation_bench(url, rows=rows, per_row=per_row, mask=mask)
             results.append(result)
             print(json.dumps(result) if args.json else format_result(result), flush=True)
+        from .scale import run_annotated_gets as run_gets
+
+        notes: list[str] = []
+        gets = run_gets(("memory", "sqlite"), workdir=tmp, notes=notes, repeat=args.repeat)
+        print("\n".join(map(json.dumps, gets)) if args.json else format_gets(gets), flush=True)
+        for note in notes:
+            print(f"Note: {note}", file=sys.stderr)
     return 0
 
 
