@@ -55,7 +55,7 @@ re-read it, and :meth:`refresh_annotations` does so on demand. Keys of kind
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from itertools import repeat
 from numbers import Real
@@ -201,8 +201,11 @@ class PandasContextAdapter(BaseContextAdapter):
             else:
                 cover = self._cover
                 if cover is not None and cover.index is index and cover.annotations is self._annotations:
-                    b = key[1] - cover.start  # _Coverage.misses, inlined
-                    hot = 0 <= b < cover.n and not cover.bits[b]
+                    b = key[1] - cover.start  # _Coverage.misses, inlined (a row not worked out: slow path)
+                    state = cover.rows[b] if 0 <= b < cover.n else 0
+                    if state == _COVERED:
+                        return self._merge_covering(key, cover.annotations)
+                    hot = state == _UNCOVERED
                 else:
                     hot = False
         else:
@@ -778,6 +781,10 @@ class PandasContextAdapter(BaseContextAdapter):
                 return _merged([a.metadata for a in covering], get(key, None))
         return get(key, default)  # type: ignore[no-any-return]
 
+    def _merge_covering(self, key: Key, anns: tuple[Annotation, ...]) -> Metadata:
+        """``get_context`` of a row of the cached RangeIndex that some of ``anns`` cover."""
+        return _merged([a.metadata for a in self._covering(anns, key[1])], self._get_row(key, None))  # type: ignore[index]
+
     def _coverage(self, index: pd.Index, anns: tuple[Annotation, ...]) -> _Coverage | None:
         """The rows ``anns`` cover, over ``index`` (the cached RangeIndex, if of step 1), else None.
 
@@ -788,9 +795,13 @@ class PandasContextAdapter(BaseContextAdapter):
             return cover
         if index is not self._range_index or index.step != 1:
             return None
-        covered = np.zeros(len(index), dtype=bool)
-        for ann in anns:  # one mask at a time: memory stays O(rows), however many annotations
-            covered |= self._coverages((ann,))[0]
+
+        def covered(lo: int, hi: int) -> np.ndarray:
+            out = np.zeros(hi - lo, dtype=bool)
+            for ann in anns:  # one mask at a time: memory stays O(rows), however many annotations
+                out |= self._coverages((ann,), lo, hi)[0]
+            return out
+
         cover = _Coverage(index, anns, covered)
         if self._annotations is anns:  # not replaced meanwhile
             self._cover = cover
@@ -817,22 +828,24 @@ class PandasContextAdapter(BaseContextAdapter):
                 out.append(ann)
         return out
 
-    def _coverages(self, anns: tuple[Annotation, ...]) -> list[np.ndarray]:
-        """For each annotation, a boolean array over the frame's rows."""
+    def _coverages(
+        self, anns: tuple[Annotation, ...], lo: int = 0, hi: int | None = None
+    ) -> list[np.ndarray]:
+        """For each annotation, a boolean array over the frame's rows (at positions ``lo`` to ``hi``)."""
         index = self.data.index
-        n = len(index)
+        hi = len(index) if hi is None else hi
         ids: np.ndarray | None = None
         valid: np.ndarray | None = None
         out = []
         for ann in anns:
             if not ann.by_label:
                 ann.check_index(self._fingerprint())
-                out.append(ann.rows.to_mask(n))
+                out.append(ann.rows.to_mask(hi - lo, lo))
             elif isinstance(index, pd.RangeIndex) and index.step == 1:
-                out.append(ann.rows.to_mask(n, index.start))
+                out.append(ann.rows.to_mask(hi - lo, index.start + lo))
             else:
                 if ids is None:
-                    ids, valid = _index_ids(index)
+                    ids, valid = _index_ids(index[lo:hi])
                 out.append(ann.rows.contains(ids) & valid)
         return out
 
@@ -997,25 +1010,45 @@ class PandasContextAdapter(BaseContextAdapter):
             return _frame(labels, records, target), labels, records
 
 
+# A row's byte in a _Coverage (0: not worked out yet).
+_UNCOVERED, _COVERED = 1, 2
+
+
 class _Coverage:
     """Which rows of one RangeIndex (step 1) some annotation of ``annotations`` covers.
 
-    One byte per row (a bit test costs more than the bytes save on the spec's hot path).
+    One byte per row (a bit test costs more than the bytes save on the spec's
+    hot path): 0 not worked out yet, 1 no annotation covers the row, 2 one
+    does. ``covered(lo, hi)`` works out the rows at positions ``lo`` to ``hi``;
+    it runs for a block of rows at a time, as rows are read, so reading a few
+    rows of a large frame does not pay for all of them.
     """
 
-    __slots__ = ("annotations", "bits", "index", "n", "start")
+    __slots__ = ("_array", "_covered", "annotations", "index", "n", "rows", "start")
+    _BLOCK = 1 << 16
 
     def __init__(
-        self, index: pd.RangeIndex, annotations: tuple[Annotation, ...], covered: np.ndarray
+        self,
+        index: pd.RangeIndex,
+        annotations: tuple[Annotation, ...],
+        covered: Callable[[int, int], np.ndarray],
     ) -> None:
         self.index, self.annotations = index, annotations
         self.start, self.n = index.start, len(index)
-        self.bits = covered.tobytes()
+        self._array = np.zeros(self.n, dtype=np.uint8)  # calloc: pages are touched as blocks are made
+        self.rows = self._array.data  # a memoryview: indexing it gives Python ints, fast
+        self._covered = covered
 
     def misses(self, label: int) -> bool:
         """Whether ``label`` is a row of the index that no annotation covers."""
         b = label - self.start
-        return 0 <= b < self.n and not self.bits[b]
+        if not 0 <= b < self.n:
+            return False
+        if not self.rows[b]:
+            lo = b - b % self._BLOCK
+            hi = min(lo + self._BLOCK, self.n)
+            self._array[lo:hi] = self._covered(lo, hi).view(np.uint8) + np.uint8(_UNCOVERED)
+        return self.rows[b] == _UNCOVERED
 
 
 def _fill(values: np.ndarray, owners: list[tuple[Any, np.ndarray]], mine: np.ndarray | None) -> np.ndarray:

@@ -18,12 +18,13 @@ row annotation; with ``per_row=True`` every selected row gets its own dict
 (``{"i": <row>, "src": "bench"}``, from a DataFrame aligned with the frame)
 in one batch.
 
-Point reads with an annotation present (:func:`run_annotated_gets`): the
-spec's loop (``add_context`` then ``get_context`` of ``("row", i)``) on one
-adapter with an annotation present and on one without, interleaved in the
-same process, medians of ``repeat`` runs: on the in-memory store with one
-10-row annotation among the rows read, and on SQLite with a random-half mask
-annotation over a 10,000,000-row frame.
+Point reads with an annotation present (:func:`run_annotated_gets`): gets
+of rows without entries of their own, then the spec's loop (``add_context``
+then ``get_context`` of ``("row", i)``), on one adapter with an annotation
+present and on one without, interleaved in the same process, medians of
+``repeat`` runs: on the in-memory store with one 10-row annotation among the
+rows read, and on SQLite with a random-half mask annotation over a
+10,000,000-row frame.
 
 Run ``python -m context_framework.bench.annotations`` for memory and a
 temporary SQLite file (10,000,000 rows), and per-row metadata for
@@ -185,13 +186,16 @@ def run_annotated_gets(
     num_ops: int = 100_000,
     repeat: int = 3,
 ) -> dict[str, Any]:
-    """The spec's loop without and with an annotation present, interleaved; medians of ``repeat`` runs.
+    """Point reads without and with an annotation present, interleaved; medians of ``repeat`` runs.
 
     Each run opens a fresh store with ``open_url()`` (a URL and how to remove
     it), wraps a ``frame_rows``-row frame, makes the annotation when the run is
     the annotated one (``"rows10"``: 10 rows among those read; ``"mask"``: a
-    random half of the frame), then times ``num_ops`` adds and gets of
-    ``("row", i)`` and checks a covered and an uncovered row.
+    random half of the frame) and reads one row (an adapter loads the
+    annotations at its first row read: ``first_read_seconds``). Then it times
+    ``num_ops`` gets of rows that have no entry of their own (``bare_*``:
+    what annotations are for), then the spec's loop: ``num_ops`` adds and gets
+    of ``("row", i)``, and checks a covered and an uncovered row.
     """
     import numpy as np
     import pandas as pd
@@ -210,30 +214,50 @@ def run_annotated_gets(
         selection = covered = np.unpackbits(bits, count=frame_rows).view(bool)
     else:
         raise ValueError(f"annotation must be 'rows10' or 'mask', got {annotation!r}")
-    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
     for _ in range(repeat):
-        for annotated in (False, True):
+        for name in runs:
             url, cleanup = open_url()
             adapter = PandasContextAdapter(df, context_store=url)
             try:
-                if annotated:
+                if name == "with":
                     adapter.add_row_context(selection, _GETS_META)
-                gc.collect()
-                runs[annotated].append(spec_loop(adapter, num_ops))
-                _check_gets(adapter, covered[:num_ops], annotated)
+                runs[name].append(_timed_gets(adapter, num_ops, spec_loop))
+                _check_gets(adapter, covered[:num_ops], name == "with")
             finally:
                 adapter.clear_context()
                 adapter.close()
                 cleanup()
     out: dict[str, Any] = {"frame_rows": frame_rows, "annotation": annotation, "num_ops": num_ops}
-    for annotated, name in ((False, "without"), (True, "with")):
-        add = statistics.median(a for a, _ in runs[annotated])
-        get = statistics.median(g for _, g in runs[annotated])
-        out[name] = {"add_seconds": add, "get_seconds": get, "gets_per_second": num_ops / get}
+    for name, timings in runs.items():
+        out[name] = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
+        out[name]["gets_per_second"] = num_ops / out[name]["get_seconds"]
+        out[name]["bare_gets_per_second"] = num_ops / out[name]["bare_get_seconds"]
     out["get_ratio"] = out["with"]["gets_per_second"] / out["without"]["gets_per_second"]
-    loop = {n: out[n]["add_seconds"] + out[n]["get_seconds"] for n in ("without", "with")}
+    out["bare_get_ratio"] = out["with"]["bare_gets_per_second"] / out["without"]["bare_gets_per_second"]
+    loop = {n: out[n]["add_seconds"] + out[n]["get_seconds"] for n in runs}
     out["loop_ratio"] = loop["without"] / loop["with"]
     return out
+
+
+def _timed_gets(
+    adapter: Any, num_ops: int, spec_loop: Callable[..., tuple[float, float]]
+) -> dict[str, float]:
+    """The first row read, ``num_ops`` gets of rows without entries, then the spec's loop."""
+    gc.collect()
+    start = time.perf_counter()
+    adapter.get_context(("row", 0))
+    first = time.perf_counter()
+    for i in range(num_ops):
+        adapter.get_context(("row", i))
+    bare = time.perf_counter()
+    add, get = spec_loop(adapter, num_ops)
+    return {
+        "first_read_seconds": first - start,
+        "bare_get_seconds": bare - first,
+        "add_seconds": add,
+        "get_seconds": get,
+    }
 
 
 def _check_gets(adapter: Any, covered: Any, annotated: bool) -> None:
@@ -250,12 +274,24 @@ def format_gets(results: list[dict[str, Any]]) -> str:
     """The point-read cases as a table: gets/s without and with the annotation, and the ratios."""
     from .spec_benchmark import _grid
 
-    header = ("Store", "Annotation present", "Rows read", "Gets/s without", "Gets/s with", "Gets ratio")
-    rows = [(*header, "Loop ratio")]
+    rows = [
+        (
+            "Store",
+            "Annotation present",
+            "Rows read",
+            "Spec loop gets/s: without",
+            "with",
+            "ratio",
+            "Loop ratio",
+            "Rows without entries, gets/s: without",
+            "with",
+            "ratio",
+        )
+    ]
     for r in results:
         if "result" not in r:
             why = "unavailable" if "unavailable" in r else "failed"
-            rows.append((r["label"], r["what"], f"{r['num_ops']:,}", "-", "-", why, "-"))
+            rows.append((r["label"], r["what"], f"{r['num_ops']:,}", "-", "-", why, "-", "-", "-", "-"))
             continue
         g = r["result"]
         rows.append(
@@ -267,6 +303,9 @@ def format_gets(results: list[dict[str, Any]]) -> str:
                 f"{g['with']['gets_per_second']:,.0f}",
                 f"{g['get_ratio']:.2f}x",
                 f"{g['loop_ratio']:.2f}x",
+                f"{g['without']['bare_gets_per_second']:,.0f}",
+                f"{g['with']['bare_gets_per_second']:,.0f}",
+                f"{g['bare_get_ratio']:.2f}x",
             )
         )
     return _grid(rows)

@@ -290,8 +290,10 @@ def format_report(doc: dict[str, Any]) -> str:
             f"\nPoint reads with an annotation present (the spec's loop, median of {doc['repeat']} runs "
             "interleaved with the same loop on a store without it):\n",
             format_gets(doc["annotated_gets"]),
-            "\nGets ratio: gets/s with the annotation over gets/s without; loop ratio: the same for "
-            "the whole add+get loop.",
+            "\nRatio: gets/s with the annotation over gets/s without; loop ratio: the same for the "
+            "whole add+get loop. Rows without entries: the same rows read before the loop wrote them "
+            "(the annotation's covered rows return it). Each adapter has read one row first (its first "
+            "row read loads the annotations; that time is first_read_seconds in the JSON).",
         ]
     if doc.get("sharding"):
         from .scale import format_sharding
