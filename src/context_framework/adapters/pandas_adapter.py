@@ -201,24 +201,22 @@ class PandasContextAdapter(BaseContextAdapter):
             else:
                 cover = self._cover
                 if cover is not None and cover.index is index and cover.annotations is self._annotations:
-                    b = key[1] - cover.start  # _Coverage.misses, inlined (a row not worked out: slow path)
+                    b = key[1] - cover.start  # the row's byte of the coverage (0: not worked out yet)
                     state = cover.rows[b] if 0 <= b < cover.n else 0
                     if state == _COVERED:
                         return self._merge_covering(key, cover.annotations)
                     hot = state == _UNCOVERED
                 else:
                     hot = False
-        else:
-            hot = False
-        if hot:
-            mem = self._mem
-            if mem is not None:  # InMemoryContextStore._get_normalized, inlined
-                entry = mem._data.get(key)
-                if entry is None:
-                    return default  # type: ignore[no-any-return]
-                if None not in entry:
-                    return entry.copy()  # type: ignore[no-any-return]
-            return self._get_row(key, default)
+            if hot:
+                mem = self._mem
+                if mem is not None:  # InMemoryContextStore._get_normalized, inlined
+                    entry = mem._data.get(key)
+                    if entry is None:
+                        return default  # type: ignore[no-any-return]
+                    if None not in entry:
+                        return entry.copy()  # type: ignore[no-any-return]
+                return self._get_row(key, default)
         vkey = self.validate_key(key)
         if self._annotations is not None and _is_row_key(vkey):
             return self._annotated(vkey, default)
