@@ -576,13 +576,30 @@ def test_uncovered_rows_skip_the_annotation_merge(local: Target, monkeypatch: py
     covering = adapter._covering
     spy = lambda anns, label: merged.append(label) or covering(anns, label)  # noqa: E731
     monkeypatch.setattr(adapter, "_covering", spy)
-    for _ in range(2):
+    for _ in range(3):
+        merged.clear()
         got = [adapter.get_context(("row", i)) for i in range(100)]
         assert got == [META if 10 <= i <= 19 else {"own": 1} if i == 50 else None for i in range(100)]
-    assert merged == [*range(10, 20)] * 2  # only rows an annotation covers take the merging path
+    assert merged == [*range(10, 20)]  # after the first reads, only covered rows take the merging path
     cover = adapter._cover
     adapter.refresh_annotations()  # nothing changed in the store: the coverage is kept
     assert cover is not None and adapter._cover is cover
+
+
+def test_single_row_reads_agree_with_bulk_reads_across_coverage_blocks(local: Target) -> None:
+    n = 3 * 4096 + 5
+    df = pd.DataFrame({"A": np.arange(n)}, index=pd.RangeIndex(-100, n - 100))
+    rng = np.random.default_rng(11)
+    edge = np.zeros(n, dtype=bool)
+    edge[4090:4100] = True  # across the first block boundary
+    adapter = local.adapter(df)
+    for i, mask in enumerate([rng.random(n) < 0.3, edge]):
+        adapter.add_row_context(mask, {f"a{i}": i})
+    adapter.add_context(("row", 3990), {"own": 1})
+    expected = adapter.get_row_context(slice(None))  # the vectorised merge
+    keys = [("row", label) for label in df.index]
+    for _ in range(2):  # the second pass reads the blocks worked out in the first
+        assert [adapter.get_context(k) for k in keys] == expected
 
 
 def test_single_row_reads_follow_the_known_annotations(local: Target) -> None:

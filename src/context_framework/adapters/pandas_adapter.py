@@ -1017,13 +1017,16 @@ class _Coverage:
 
     One byte per row (a bit test costs more than the bytes save on the spec's
     hot path): 0 not worked out yet, 1 no annotation covers the row, 2 one
-    does. ``covered(lo, hi)`` works out the rows at positions ``lo`` to ``hi``;
-    it runs for a block of rows at a time, as rows are read, so reading a few
-    rows of a large frame does not pay for all of them.
+    does. ``covered(lo, hi)`` works out the rows at positions ``lo`` to ``hi``.
+    It runs for a block of rows once that block has been read a few times:
+    until then :meth:`misses` says "not known" and the caller asks the
+    annotations, so scattered reads over a large frame cost no more than
+    without a coverage, and repeated reads of a region soon take the hot path.
     """
 
-    __slots__ = ("_array", "_covered", "annotations", "index", "n", "rows", "start")
-    _BLOCK = 1 << 16
+    __slots__ = ("_array", "_covered", "_reads", "annotations", "index", "n", "rows", "start")
+    _BLOCK = 1 << 12  # rows worked out together
+    _READS = 8  # reads of a block (answered by the annotations) before it is worked out
 
     def __init__(
         self,
@@ -1036,14 +1039,19 @@ class _Coverage:
         self._array = np.zeros(self.n, dtype=np.uint8)  # calloc: pages are touched as blocks are made
         self.rows = self._array.data  # a memoryview: indexing it gives Python ints, fast
         self._covered = covered
+        self._reads = bytearray(-(-self.n // self._BLOCK))
 
-    def misses(self, label: int) -> bool:
-        """Whether ``label`` is a row of the index that no annotation covers."""
+    def misses(self, label: int) -> bool | None:
+        """Whether no annotation covers row ``label`` of the index; ``None``: not known yet."""
         b = label - self.start
         if not 0 <= b < self.n:
             return False
         if not self.rows[b]:
-            lo = b - b % self._BLOCK
+            block = b // self._BLOCK
+            if self._reads[block] < self._READS:
+                self._reads[block] += 1
+                return None
+            lo = block * self._BLOCK
             hi = min(lo + self._BLOCK, self.n)
             self._array[lo:hi] = self._covered(lo, hi).view(np.uint8) + np.uint8(_UNCOVERED)
         return self.rows[b] == _UNCOVERED
