@@ -776,12 +776,12 @@ class PandasContextAdapter(BaseContextAdapter):
                 return get(key, default)  # type: ignore[no-any-return]
             covering = self._covering(anns, label)
             if covering:
-                return _merged([a.metadata for a in covering], get(key, None))
+                return _merged(covering, get(key, None))
         return get(key, default)  # type: ignore[no-any-return]
 
     def _merge_covering(self, key: Key, anns: tuple[Annotation, ...]) -> Metadata:
         """``get_context`` of a row of the cached RangeIndex that some of ``anns`` cover."""
-        return _merged([a.metadata for a in self._covering(anns, key[1])], self._get_row(key, None))  # type: ignore[index]
+        return _merged(self._covering(anns, key[1]), self._get_row(key, None))  # type: ignore[index]
 
     def _coverage(self, index: pd.Index, anns: tuple[Annotation, ...]) -> _Coverage | None:
         """The rows ``anns`` cover, over ``index`` (the cached RangeIndex, if of step 1), else None.
@@ -1130,13 +1130,16 @@ def _label_ids(labels: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return ids, valid
 
 
-def _merged(metadata: list[dict[str, Any]], entry: Metadata | None) -> Metadata:
-    """Annotation metadata merged in order, then the row's own entry: a fresh, independent dict."""
-    out: dict[str, Any] = {}
-    for meta in metadata:
-        out.update(meta)
-    if any(type(v) is dict or type(v) is list for v in out.values()):
-        out = loads_json(dumps_json(out))
+def _merged(covering: list[Annotation], entry: Metadata | None) -> Metadata:
+    """The metadata of ``covering`` merged in order, then the row's own entry: a fresh, independent dict."""
+    if len(covering) == 1:
+        out = covering[0].metadata_copy()
+    else:
+        out = {}
+        for ann in covering:
+            out.update(ann.metadata)
+        if any(ann.nested is not None for ann in covering):  # lists or dicts: copied, not shared
+            out = loads_json(dumps_json(out))
     if entry is not None:
         out.update(entry)
     return out

@@ -47,20 +47,33 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["GETS_CASES", "format_gets", "format_result", "run_annotated_gets", "run_annotation_bench"]
+__all__ = [
+    "GETS_CASES",
+    "describe_annotation",
+    "format_gets",
+    "format_result",
+    "run_annotated_gets",
+    "run_annotation_bench",
+]
 
 _MASKS = ("random", "slice")
 _SAMPLE = 1_000
 _GETS_META = {"source": "bench", "batch": 1}
 
-#: The point-read cases: (store, frame rows, rows the loop writes and reads, annotation, what it is).
-#: On SQLite the small loop is the one whose lookups meet the annotation's row-set chunks in the
-#: key table's B-tree (a few point entries, or keys next to the chunks: ("column", ...), ("dataset",)).
-GETS_CASES = (
-    ("memory", 100_000, 100_000, "rows10", "one 10-row annotation"),
-    ("sqlite", 10_000_000, 1_000, "mask", "a random-half mask over 10,000,000 rows"),
-    ("sqlite", 10_000_000, 100_000, "mask", "a random-half mask over 10,000,000 rows"),
+#: The point-read cases: (store, frame rows, rows the loop writes and reads, annotation). Frame
+#: rows ``None``: those of the annotation run (``--annotate-rows``, 10,000,000 by default).
+GETS_CASES: tuple[tuple[str, int | None, int, str], ...] = (
+    ("memory", 100_000, 100_000, "rows10"),
+    ("sqlite", None, 1_000, "mask"),
+    ("sqlite", None, 100_000, "mask"),
 )
+
+
+def describe_annotation(annotation: str, frame_rows: int) -> str:
+    """How a table names the annotation of a point-read case."""
+    return (
+        "one 10-row annotation" if annotation == "rows10" else f"a random-half mask over {frame_rows:,} rows"
+    )
 
 
 def run_annotation_bench(
@@ -352,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         from .scale import run_annotated_gets as run_gets
 
         notes: list[str] = []
-        gets = run_gets(("memory", "sqlite"), workdir=tmp, notes=notes, repeat=args.repeat)
+        gets = run_gets(("memory", "sqlite"), args.rows, workdir=tmp, notes=notes, repeat=args.repeat)
         print("\n".join(map(json.dumps, gets)) if args.json else format_gets(gets), flush=True)
         for note in notes:
             print(f"Note: {note}", file=sys.stderr)

@@ -193,9 +193,10 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
                 )
             from .scale import gets_cases, run_annotated_gets
 
-            with progress.task("annotated gets", len(gets_cases(stores))) as task:
+            rows = options.annotate_rows
+            with progress.task("annotated gets", len(gets_cases(stores, rows))) as task:
                 doc["annotated_gets"] = run_annotated_gets(
-                    stores, workdir=workdir, notes=notes, repeat=options.repeat, step=task.step
+                    stores, rows, workdir=workdir, notes=notes, repeat=options.repeat, step=task.step
                 )
         if options.shards:
             from .scale import run_shards

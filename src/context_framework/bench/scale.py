@@ -145,15 +145,16 @@ def run_annotations(
     return results
 
 
-def gets_cases(stores: tuple[str, ...]) -> list[tuple[str, int, int, str, str]]:
-    """The point-read cases that run for these stores."""
+def gets_cases(stores: tuple[str, ...], rows: int) -> list[tuple[str, int, int, str]]:
+    """The point-read cases that run for these stores: (store, frame rows, rows read, annotation)."""
     from .annotations import GETS_CASES
 
-    return [c for c in GETS_CASES if c[0] in stores]
+    return [(c[0], c[1] or rows, min(c[2], c[1] or rows), c[3]) for c in GETS_CASES if c[0] in stores]
 
 
 def run_annotated_gets(
     stores: tuple[str, ...],
+    rows: int,
     *,
     workdir: str,
     notes: list[str],
@@ -162,12 +163,15 @@ def run_annotated_gets(
 ) -> list[dict[str, Any]]:
     """Point reads with and without an annotation present, for the chosen local stores.
 
-    A case that fails is reported in ``notes`` and its entry has ``error``.
+    ``rows``: the frame of the SQLite cases (the annotation run's rows). A case
+    that fails is reported in ``notes`` and its entry has ``error``.
     """
+    from .annotations import describe_annotation
     from .annotations import run_annotated_gets as bench
 
     results = []
-    for store, frame_rows, num_ops, annotation, what in gets_cases(stores):
+    for store, frame_rows, num_ops, annotation in gets_cases(stores, rows):
+        what = describe_annotation(annotation, frame_rows)
         entry: dict[str, Any] = {"label": LABELS[store], "backend": store, "what": what, "num_ops": num_ops}
         if step:
             step(f"{LABELS[store]}: {num_ops:,} gets with {what}")
