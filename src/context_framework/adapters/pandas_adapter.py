@@ -199,8 +199,8 @@ class PandasContextAdapter(BaseContextAdapter):
             if index is self._hot_index:
                 hot = key[1] in self._range
             else:
-                cover = self._cover
-                if cover is not None and cover.index is index and cover.annotations is self._annotations:
+                cover = self._cover  # made from the known annotations (_set_annotations drops it)
+                if cover is not None and cover.index is index:
                     b = key[1] - cover.start  # the row's byte of the coverage (0: not worked out yet)
                     state = cover.rows[b] if 0 <= b < cover.n else 0
                     if state == _COVERED:
@@ -801,8 +801,9 @@ class PandasContextAdapter(BaseContextAdapter):
             return out
 
         cover = _Coverage(index, anns, covered)
-        if self._annotations is anns:  # not replaced meanwhile
-            self._cover = cover
+        self._cover = cover
+        if self._annotations is not anns:  # replaced meanwhile (after _set_annotations cleared _cover)
+            self._cover = None
         return cover
 
     def _covering(self, anns: tuple[Annotation, ...], label: Any) -> list[Annotation]:
