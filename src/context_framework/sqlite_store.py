@@ -173,6 +173,7 @@ class _SQL:
         "delete_small",
         "exists",
         "get",
+        "get_text",
         "in_cache",
         "large_clear",
         "large_delete",
@@ -196,6 +197,7 @@ class _SQL:
         # Leaves a large value's row alone (rowcount 0): the caller then replaces both rows.
         self.upsert_small = self.upsert + " WHERE v <> ''"
         self.get = f"SELECT {v} FROM {t} c WHERE c.k = ?"
+        self.get_text = f"SELECT v FROM {t} WHERE k = ?"  # '' for a large value
         self.exists = f"SELECT 1 FROM {t} WHERE k = ?"
         self.between = f"SELECT c.k, {v} FROM {t} c WHERE c.k >= ? AND c.k <= ? LIMIT ?"
         self.delete = f"DELETE FROM {t} WHERE k = ?"
@@ -618,14 +620,19 @@ class SQLiteContextStore(BaseContextStore):
             lock = self._lock
             lock.acquire()
             try:
-                row = self._cur.execute(self._sql.get, args).fetchone()
+                row = self._cur.execute(self._sql.get_text, args).fetchone()
             finally:
                 lock.release()
         except sqlite3.Error as exc:
-            sql = self._sql.get
+            sql = self._sql.get_text
             row = self._retry("get", lambda cur: cur.execute(sql, args).fetchone(), exc, start)
         if row is None:
             return default  # type: ignore[no-any-return]
+        if not row[0]:  # a large value: read again with its large-table row, in one statement
+            sql = self._sql.get
+            row = self._run("get", lambda cur: cur.execute(sql, args).fetchone())
+            if row is None:
+                return default  # type: ignore[no-any-return]
         return _decode(row[0])
 
     def delete(self, key: Key) -> bool:
