@@ -131,8 +131,9 @@ def test_one_dict_is_stored_once(target: Target) -> None:
     mask = np.random.default_rng(1).random(n) < 0.5
     adapter = target.adapter(df)
     assert adapter.add_row_context(mask, META) == int(mask.sum())
-    keys = adapter.list_context_keys()
-    assert len(keys) <= 4  # the index, the head and its row-set chunk(s): not one per row
+    assert adapter.list_context_keys() == []  # annotations are not the user's keys...
+    keys = target.space.list_keys()
+    assert len(keys) <= 4  # ...but the index, the head and its row-set chunk(s): not one per row
     assert all(k[0] == "annotation" for k in keys)
     [info] = adapter.list_annotations()
     assert info["metadata"] == META and info["rows"] == int(mask.sum()) and info["by"] == "label"
@@ -215,6 +216,7 @@ def _frames() -> dict[str, pd.DataFrame]:
     dup_strs = [f"s{x}" for x in rng.integers(0, 20, n)]
     return {
         "range": pd.DataFrame({"A": range(n)}),
+        "range_offset": pd.DataFrame({"A": range(n)}, index=pd.RangeIndex(-25, n - 25)),
         "range_step": pd.DataFrame({"A": range(n)}, index=pd.RangeIndex(10, 10 + 3 * n, 3)),
         "range_desc": pd.DataFrame({"A": range(n)}, index=pd.RangeIndex(n, 0, -1)),
         "int_shuffled": pd.DataFrame({"A": range(n)}, index=rng.permutation(10 * n)[:n] - 300),
@@ -268,6 +270,9 @@ def test_annotations_match_per_row_entries(frame: str, target: Target) -> None:
             meta = {"v": step, "tags": [step]}
             assert ours.add_row_context(sel, meta) == oracle.add_row_context(sel, meta, per_row=True)
         assert ours.get_row_context(slice(None)) == oracle.get_row_context(slice(None))
+        if target.kind in ("memory", "sqlite"):  # every row, one read each (after each change)
+            keys = [("row", label) for label in df.index]
+            assert [ours.get_context(k) for k in keys] == [oracle.get_context(k) for k in keys]
     for label in df.index[:: max(1, len(df) // 10)]:
         assert ours.get_context(("row", label)) == oracle.get_context(("row", label))
         assert ours.has_context(("row", label)) == oracle.has_context(("row", label))
@@ -450,7 +455,7 @@ def test_remove_annotation_and_clear(target: Target) -> None:
     assert adapter.remove_annotation(a) is False  # type: ignore[arg-type]
     assert adapter.get_context(("row", 0)) is None and adapter.get_context(("row", 1)) == {"own": 1}
     assert adapter.get_context(("row", 50)) == {"b": 1}
-    assert not [k for k in adapter.list_context_keys() if k[:2] == ("annotation", a)]
+    assert not [k for k in target.space.list_keys(INDEX_KEY) if k[:2] == ("annotation", a)]
     with pytest.raises(ContextKeyError):
         adapter.annotation_mask(a)  # type: ignore[arg-type]
     # clearing row context clears the annotations too
@@ -462,6 +467,43 @@ def test_remove_annotation_and_clear(target: Target) -> None:
     adapter.add_context(("column", "A"), {"unit": "m"})
     adapter.clear_context()
     assert adapter.count_context() == 0 and adapter.get_context(("row", 1)) is None
+
+
+def test_listings_and_counts_hide_annotation_entries(target: Target) -> None:
+    adapter = target.adapter(pd.DataFrame({"A": range(100)}))
+    adapter.add_context(("row", 1), {"own": 1})
+    adapter.add_context(("column", "A"), {"unit": "m"})
+    ann = adapter.add_row_context(np.arange(100) % 3 == 0, META)
+    assert ann == 34 and len(target.space.list_keys(INDEX_KEY)) >= 3  # stored: index, head, chunk
+    mine = [("column", "A"), ("row", 1)]
+    assert sorted(adapter.list_context_keys()) == mine
+    assert adapter.list_context_keys(("row",)) == [("row", 1)]
+    assert adapter.list_context_keys(INDEX_KEY) == []
+    assert adapter.count_context() == 2
+    assert adapter.count_context(("row",)) == 1
+    assert adapter.count_context(INDEX_KEY) == 0
+    assert sorted(adapter.iter_context()) == [(("column", "A"), {"unit": "m"}), (("row", 1), {"own": 1})]
+    assert list(adapter.iter_context(INDEX_KEY)) == []
+    [info] = adapter.list_annotations()  # annotations are listed by their own call
+    assert info["rows"] == 34 and info["metadata"] == META
+    # clear_context keeps its documented meaning: ("row",) takes the annotations too
+    assert adapter.clear_context(("row",)) >= 4
+    assert target.space.list_keys(INDEX_KEY) == [] and adapter.list_context_keys() == [("column", "A")]
+
+
+def test_partitioned_adapters_hide_and_reserve_annotation_entries() -> None:
+    dd = pytest.importorskip("dask.dataframe")
+    from context_framework.adapters.dask_adapter import DaskContextAdapter
+
+    store = InMemoryContextStore()
+    df = pd.DataFrame({"A": range(10)})
+    PandasContextAdapter(df, context_store=store).annotate_rows(slice(0, 4), META)
+    adapter = DaskContextAdapter(dd.from_pandas(df, npartitions=2), store, strict=False)
+    adapter.add_context(("row", 1), {"own": 1})
+    assert adapter.list_context_keys() == [("row", 1)] and adapter.count_context() == 1
+    assert list(adapter.iter_context()) == [(("row", 1), {"own": 1})]
+    with pytest.raises(ContextKeyError, match="reserved"):
+        adapter.add_context(("annotation", "x"), {"x": 1})
 
 
 def test_remove_row_context_subtracts_from_annotations(target: Target) -> None:
@@ -479,10 +521,10 @@ def test_remove_row_context_subtracts_from_annotations(target: Target) -> None:
     infos = adapter.list_annotations()
     assert [x["id"] for x in infos] == [whole]  # "few" lost every row: removed
     assert infos[0]["rows"] == 17
-    assert few not in {k[1] for k in adapter.list_context_keys() if len(k) > 1}
+    assert few not in {k[1] for k in target.space.list_keys(INDEX_KEY) if len(k) > 1}
     other = target.adapter(adapter.df)  # what another adapter reads from the store
     assert other.get_row_context(slice(None)) == adapter.get_row_context(slice(None))
-    assert len([k for k in adapter.list_context_keys() if len(k) == 5]) == 1  # old chunks deleted
+    assert len([k for k in target.space.list_keys(INDEX_KEY) if len(k) == 5]) == 1  # old chunks deleted
 
 
 def test_remove_annotation_validates_the_id(local: Target) -> None:
@@ -524,6 +566,67 @@ def test_visibility_rule(target: Target) -> None:
     writer.annotate_rows([2], {"w": 2})
     assert target.adapter(df).get_context(("row", 2)) == {"w": 2}
     assert target.adapter(df).row_context_frame().loc[2, "w"] == 2
+
+
+def test_uncovered_rows_skip_the_annotation_merge(local: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = local.adapter(pd.DataFrame({"A": range(100)}))
+    adapter.annotate_rows(slice(10, 19), META)
+    adapter.add_context(("row", 50), {"own": 1})
+    merged: list[Any] = []
+    covering = adapter._covering
+    spy = lambda anns, label: merged.append(label) or covering(anns, label)  # noqa: E731
+    monkeypatch.setattr(adapter, "_covering", spy)
+    for _ in range(3):
+        merged.clear()
+        got = [adapter.get_context(("row", i)) for i in range(100)]
+        assert got == [META if 10 <= i <= 19 else {"own": 1} if i == 50 else None for i in range(100)]
+    assert merged == [*range(10, 20)]  # after the first reads, only covered rows take the merging path
+    cover = adapter._cover
+    adapter.refresh_annotations()  # nothing changed in the store: the coverage is kept
+    assert cover is not None and adapter._cover is cover
+
+
+def test_single_row_reads_agree_with_bulk_reads_across_coverage_blocks(local: Target) -> None:
+    n = 3 * 4096 + 5
+    df = pd.DataFrame({"A": np.arange(n)}, index=pd.RangeIndex(-100, n - 100))
+    rng = np.random.default_rng(11)
+    edge = np.zeros(n, dtype=bool)
+    edge[4090:4100] = True  # across the first block boundary
+    adapter = local.adapter(df)
+    for i, mask in enumerate([rng.random(n) < 0.3, edge]):
+        adapter.add_row_context(mask, {f"a{i}": i})
+    adapter.add_context(("row", 3990), {"own": 1})
+    expected = adapter.get_row_context(slice(None))  # the vectorised merge
+    keys = [("row", label) for label in df.index]
+    for _ in range(2):  # the second pass reads the blocks worked out in the first
+        assert [adapter.get_context(k) for k in keys] == expected
+
+
+def test_single_row_reads_follow_the_known_annotations(local: Target) -> None:
+    df = pd.DataFrame({"A": range(50)})
+    adapter, other = local.adapter(df), local.adapter(df)
+    a = adapter.annotate_rows([1, 2], {"a": 1})
+    assert [adapter.get_context(("row", i)) for i in (1, 3)] == [{"a": 1}, None]
+    adapter.annotate_rows([3], {"b": 1})  # the adapter's own writes show at once
+    assert adapter.get_context(("row", 3)) == {"b": 1} and adapter.has_context(("row", 3))
+    adapter.remove_row_context([1], annotations=True)
+    assert adapter.get_context(("row", 1)) is None and adapter.get_context(("row", 2)) == {"a": 1}
+    assert adapter.remove_annotation(a) is True  # type: ignore[arg-type]
+    assert adapter.get_context(("row", 2)) is None
+    other.annotate_rows([10], {"c": 1})  # another adapter's: after a refresh (the visibility rule)
+    assert adapter.get_context(("row", 10)) is None
+    adapter.refresh_annotations()
+    assert adapter.get_context(("row", 10)) == {"c": 1}
+    shifted = df.copy()
+    shifted.index = pd.RangeIndex(8, 58)  # a new index: annotations still follow the labels
+    adapter.data = shifted
+    assert [adapter.get_context(("row", i)) for i in (8, 10, 11)] == [None, {"c": 1}, None]
+    stepped = df.copy()
+    stepped.index = pd.RangeIndex(0, 100, 2)
+    adapter.data = stepped
+    assert [adapter.get_context(("row", i)) for i in (2, 10, 12)] == [None, {"c": 1}, None]
+    adapter.clear_context(("row",))
+    assert adapter.get_context(("row", 10)) is None
 
 
 def test_one_store_read_loads_the_annotations(local: Target) -> None:
@@ -706,6 +809,8 @@ def _check_row_set(s: row_sets.RowSet, values: np.ndarray) -> None:
         assert np.array_equal(s.contains(probe), np.isin(probe, values))
         assert [int(x) in s for x in probe[:300]] == np.isin(probe[:300], values).tolist()
         assert np.array_equal(np.flatnonzero(s.to_mask(len(probe), lo)) + lo, values)
+        for start, n in [(lo - 9, 3), (lo + 1, 7), (lo + 5, 20), (lo + 12, 1), (int(values[-1]), 9), (lo, 0)]:
+            assert np.array_equal(s.to_mask(n, start), np.isin(np.arange(start, start + n), values))
 
 
 @settings(max_examples=150, deadline=None)
@@ -733,6 +838,9 @@ def test_row_set_forms() -> None:
     assert sum(len(c["data"]) for c in stepped.encode(1 << 18)) < 10_000  # deltas compress
     extremes = np.array([-(2**63), -5, 2**63 - 1], dtype=np.int64)
     _check_row_set(row_sets.from_sorted(extremes), extremes)
+    top = 2**63 - 1
+    for form in (row_sets.from_sorted(extremes), row_sets.from_mask(np.ones(4, dtype=bool), top - 4)):
+        assert form.to_mask(9, top - 3).tolist() == [i in form for i in range(top - 3, top + 1)] + [False] * 5
     with pytest.raises(ValueError):
         row_sets.decode([{"kind": "bitmap", "lo": 0, "n": 99, "w": 1, "z": 0, "data": "AA=="}])
     with pytest.raises(ValueError):
@@ -747,6 +855,25 @@ def test_errors_share_the_root() -> None:
 # --------------------------------------------------------------------------- scale
 
 
+def test_point_read_benchmark_runs(tmp_path: Any) -> None:
+    from context_framework.bench.annotations import format_gets, run_annotated_gets
+
+    files = iter(range(100))
+    entries = []
+    for url, annotation in [("memory://", "rows10"), ("sqlite", "mask")]:
+        if url == "sqlite":
+            open_url = lambda: (f"sqlite:///{tmp_path / f'{next(files)}.db'}", lambda: None)  # noqa: E731
+        else:
+            open_url = lambda: ("memory://", lambda: None)  # noqa: E731
+        result = run_annotated_gets(open_url, frame_rows=500, annotation=annotation, num_ops=200, repeat=1)
+        assert result["num_ops"] == 200 and result["get_ratio"] > 0 and result["loop_ratio"] > 0
+        assert result["with"]["gets_per_second"] > 0 and result["bare_get_ratio"] > 0
+        entries.append({"label": url, "what": annotation, "num_ops": 200, "result": result})
+    entries.append({"label": "x", "what": "y", "num_ops": 1, "error": "boom"})
+    table = format_gets(entries)
+    assert "Spec loop gets/s" in table and "failed" in table
+
+
 def test_ten_million_rows_one_dict(local: Target) -> None:
     n = 10_000_000
     df = pd.DataFrame({"A": np.arange(n, dtype=np.int64)}, copy=False)
@@ -755,7 +882,7 @@ def test_ten_million_rows_one_dict(local: Target) -> None:
     adapter = local.adapter(df)
     assert adapter.add_row_context(mask, META) == int(mask.sum())
     assert adapter.add_row_context(slice(2_000_000, 2_999_999), {"slice": True}) == 1_000_000
-    assert adapter.count_context() < 20
+    assert adapter.count_context() == 0 and local.space.count() < 20  # a few stored entries in all
     fresh = local.adapter(df)  # reads the row sets back from the store
     probe = rng.integers(0, n, 2_000)
     got = fresh.get_context_many([("row", int(i)) for i in probe])

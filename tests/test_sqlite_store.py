@@ -219,10 +219,11 @@ def test_schema_layout(db: str) -> None:
     conn = sqlite3.connect(db)
     try:
         meta = dict(conn.execute("SELECT key, value FROM context_meta"))
-        assert meta["schema_version"] == str(SCHEMA_VERSION) == "1"
-        assert [r[1] for r in conn.execute("PRAGMA table_info(context)")] == ["k", "v"]
-        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'context'").fetchone()[0]
-        assert "WITHOUT ROWID" in sql and "PRIMARY KEY" in sql
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
+        for table, rowid in (("context", False), ("context_large", True)):
+            assert [r[1] for r in conn.execute(f"PRAGMA table_info({table})")] == ["k", "v"]
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+            assert ("WITHOUT ROWID" not in sql) is rowid and "PRIMARY KEY" in sql
     finally:
         conn.close()
 
@@ -239,7 +240,7 @@ def test_stored_rows_are_encoded_key_and_json(store: SQLiteContextStore) -> None
     assert store.with_namespace("a").list_keys() == [("row", 1)]
 
 
-@pytest.mark.parametrize("version", ["2", "999", "0", "garbage", ""])
+@pytest.mark.parametrize("version", ["3", "999", "0", "garbage", ""])
 def test_unknown_schema_version_is_refused(db: str, version: str) -> None:
     with SQLiteContextStore(db) as s:
         s.set("k", {"v": 1})
@@ -270,6 +271,12 @@ def test_foreign_table_is_refused(db: str) -> None:
         SQLiteContextStore(db)
     with SQLiteContextStore(db, table="ctx") as s:  # another table in the same file works
         s.set("k", {"v": 1})
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE other_large (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ContextSchemaError, match=r"'other_large'.*not created by context-framework"):
+        SQLiteContextStore(db, table="other")
 
 
 def test_tables_in_one_file_are_separate(db: str) -> None:
@@ -522,6 +529,115 @@ def test_delete_and_exists(store: SQLiteContextStore) -> None:
     assert store.delete(("row", 1)) is True
     assert store.delete(("row", 1)) is False
     assert store.get(("row", 1), "default") == "default"
+
+
+# --------------------------------------------------------------------------- large values
+
+BIG = {"blob": "x" * 300_000}
+
+
+def _records(store: SQLiteContextStore, table: str = "context") -> list[tuple[bytes, str]]:
+    return store._conn.execute(f'SELECT k, v FROM "{table}" ORDER BY k').fetchall()
+
+
+def _assert_side_table_matches(store: SQLiteContextStore) -> None:
+    """Every large value has one row in the side table, and nothing else is there."""
+    markers = [k for k, v in _records(store) if v == ""]
+    assert [k for k, _ in _records(store, "context_large")] == markers
+
+
+def test_large_values_are_kept_out_of_the_key_table(store: SQLiteContextStore) -> None:
+    store.set(("annotation", "a", 0), BIG)
+    store.set_many([(("annotation", "a", 1), BIG), (("row", 1), {"v": 1})])
+    # Every record of the key table fits in its B-tree page, so a point lookup that
+    # compares keys with it never reads a large value's overflow pages.
+    longest = store._conn.execute("SELECT max(length(k) + length(v)) FROM context").fetchone()[0]
+    assert longest < 512
+    assert store.get(("annotation", "a", 0)) == BIG
+    assert store.get_many([("annotation", "a", 1), ("row", 1), ("row", 2)]) == [BIG, {"v": 1}, None]
+    _assert_side_table_matches(store)
+
+
+def test_large_values_through_every_operation(
+    store: SQLiteContextStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = store.with_namespace("a"), store.with_namespace("b")
+    a.set("k", BIG)
+    b.set("k", BIG)
+    assert a.get("k") == BIG and a.exists("k") and a.count() == 1
+    assert dict(a.items()) == {"k": BIG} and a.list_keys() == ["k"]
+    a.set("k", {"small": 1})  # large -> small frees the side row
+    assert a.get("k") == {"small": 1}
+    _assert_side_table_matches(store)
+    a.set_many([("k", BIG), ("m", {"small": 2}), ("n", BIG)])  # small -> large, and a new one
+    assert a.get_many(["n", "k", "m", "none"]) == [BIG, BIG, {"small": 2}, None]
+    _assert_side_table_matches(store)
+    a.set_many([("k", {"small": 3}), ("k", BIG), ("n", {"small": 4})])  # last one wins
+    assert a.get_many(["k", "n"]) == [BIG, {"small": 4}]
+    _assert_side_table_matches(store)
+    grown = a.update("m", {"pad": "y" * 5_000})  # update: small -> large
+    assert a.get("m") == grown == {"small": 2, "pad": "y" * 5_000}
+    assert a.update("k", {"blob": "z"}) == {"blob": "z"}  # update: large -> small
+    assert a.increment("m", "small") == 3 and a.get("m") == {"small": 3, "pad": "y" * 5_000}
+    _assert_side_table_matches(store)
+    assert a.delete("m") is True and a.delete("m") is False and a.get("m") is None
+    a.set_many([("p", BIG), ("q", BIG)])
+    assert a.delete_many(["p", "nope"]) == 1 and a.get("p") is None
+    _assert_side_table_matches(store)
+    monkeypatch.setattr(store, "_chunk", 2)  # get_many of several chunks (one snapshot)
+    assert a.get_many(["q", "k", "n", "q"]) == [BIG, {"blob": "z"}, {"small": 4}, BIG]
+    monkeypatch.setattr(sqlite_store_module, "_PAGE_SIZE", 1)  # items() a page at a time
+    assert dict(a.items()) == {"k": {"blob": "z"}, "n": {"small": 4}, "q": BIG}
+    assert a.clear() == 3
+    assert b.get("k") == BIG  # the other namespace keeps its large value
+    _assert_side_table_matches(store)
+
+
+def test_large_values_never_vanish_for_a_concurrent_reader(db: str) -> None:
+    with SQLiteContextStore(db) as writer, SQLiteContextStore(db) as reader:
+        writer.set("k", {"small": 0})
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def write() -> None:
+            try:
+                for i in range(150):
+                    writer.set("k", BIG if i % 2 else {"small": i})
+                    writer.set_many([("k", {"small": i}), ("other", BIG)] if i % 3 else [("k", BIG)])
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        reads = 0
+        while not done.is_set() or reads < 10:
+            assert reader.get("k") is not None
+            assert reader.get_many(["k", "other"])[0] is not None
+            assert "k" in dict(reader.items())
+            reads += 1
+        thread.join()
+        assert errors == []
+        _assert_side_table_matches(writer)
+
+
+def test_version_1_file_is_migrated(db: str) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE context (k BLOB NOT NULL PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
+    conn.execute("CREATE TABLE context_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.executemany("INSERT INTO context_meta VALUES (?, ?)", [("schema_version", "1"), ("key_codec", "1")])
+    nsp = encode_namespace("")
+    rows = [(("row", 1), '{"v":1}'), (("row", 2), '{"blob":"' + "x" * 300_000 + '"}')]
+    conn.executemany("INSERT INTO context VALUES (?, ?)", [(nsp + encode_key(k), v) for k, v in rows])
+    conn.commit()
+    conn.close()
+    with SQLiteContextStore(db) as s:
+        assert s.get_many([("row", 1), ("row", 2)]) == [{"v": 1}, BIG]
+        version = s._conn.execute("SELECT value FROM context_meta WHERE key = 'schema_version'").fetchone()
+        assert version == (str(SCHEMA_VERSION),)
+        assert [v for _, v in _records(s)] == ['{"v":1}', ""]
+        _assert_side_table_matches(s)
 
 
 # --------------------------------------------------------------------------- update / increment

@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         const=10_000_000,
         metavar="N",
-        help="also annotate N rows (default 10,000,000): time and peak memory",
+        help="also annotate N rows (default 10,000,000): time and peak memory; and point reads "
+        "with an annotation present",
     )
     extra.add_argument("--shards", action="store_true", help="also compare 3 Redis servers with 1")
     extra.add_argument(

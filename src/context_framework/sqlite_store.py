@@ -4,12 +4,16 @@ Open it with ``SQLiteContextStore("ctx.db")`` or ``open_store("sqlite:///ctx.db"
 (``sqlite:////abs/path.db`` for an absolute path, ``sqlite://`` for a private
 in-memory database). Only the standard library's :mod:`sqlite3` is used.
 
-Schema (version 1). One data table, by default ``context``::
+Schema (version 2). One key table, by default ``context``::
 
     CREATE TABLE context (
         k BLOB NOT NULL PRIMARY KEY,  -- namespace tag + keys.encode_key(key)
-        v TEXT NOT NULL               -- values.encode_value(metadata): compact JSON
+        v TEXT NOT NULL               -- values.encode_value(metadata): compact JSON, or ''
     ) WITHOUT ROWID;
+    CREATE TABLE context_large (      -- a rowid table
+        k BLOB NOT NULL PRIMARY KEY,
+        v TEXT NOT NULL
+    );
 
 The namespace is folded into the key: ``k`` is the namespace path encoded
 as one codec string element (``0x02``, UTF-8, ``0x00``; ``keys.encode_namespace``)
@@ -17,9 +21,20 @@ followed by the encoded key, so a namespace and every key prefix within it
 are contiguous ranges of one single-column primary key (a composite
 ``(ns, k)`` key made batch writes ~15% slower).
 
+Large values. A ``WITHOUT ROWID`` table is one B-tree of whole records: a
+record too long for its page goes on in overflow pages, and SQLite reads all
+of it whenever a lookup compares a key with it, so one 256 KiB value slows
+down every lookup whose path meets it. A value whose record would not fit in
+a page (``_inline_limit``: about 1,000 bytes of key and value with 4 KiB
+pages) is therefore kept in the rowid table ``context_large`` (whose key
+index holds only keys), and its row in ``context`` holds ``''`` (no JSON
+value is empty). Every write keeps the two in step in one transaction: a
+``''`` row has exactly one ``context_large`` row and no other key has one.
+Reads resolve ``''`` in the same statement, so they see one snapshot.
+
 and a meta table ``context_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)``
-holding ``schema_version`` (``1``) and ``key_codec`` (the key codec version).
-Both are created, in one transaction, by the first store that opens the file.
+holding ``schema_version`` (``2``) and ``key_codec`` (the key codec version).
+All three are created, in one transaction, by the first store that opens the file.
 Because keys are stored in the codec's byte order, ``scan``/``count``/``clear``
 of a key prefix are range scans of the primary key (``keys.prefix_range``).
 
@@ -31,6 +46,10 @@ that upgrades the file by one version); the steps run inside one
 openers never see a half-migrated file. A file written by a *newer* version
 (or with an unreadable version, or a table of that name not made by this
 library) raises :class:`ContextSchemaError` instead of being guessed at.
+Version 1 had no ``context_large``: the step to 2 creates it and moves the
+values that do not fit a page there (one pass over the table). Every process
+that uses a file must run a version of the library that knows its schema:
+an older one refuses a migrated file.
 
 Concurrency model.
 
@@ -122,9 +141,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteContextStore"]
 T = TypeVar("T")
 
 #: Version of the table layout this module writes and reads.
-SCHEMA_VERSION = 1
-#: old version -> function(cursor, table) upgrading the file to old version + 1.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Cursor, str], None]] = {}
+SCHEMA_VERSION = 2
 
 _MEMORY = ":memory:"
 _PAGE_SIZE = 1000  # rows per page of scan()/items()
@@ -154,40 +171,61 @@ class _SQL:
         "clear",
         "count",
         "delete",
+        "delete_small",
         "exists",
         "get",
+        "get_text",
         "in_cache",
+        "large_clear",
+        "large_delete",
+        "large_keys",
+        "large_upsert",
         "scan",
         "table",
         "upsert",
+        "upsert_small",
+        "value",
     )
 
     def __init__(self, table: str) -> None:
-        t = f'"{table}"'
+        t, large = f'"{table}"', f'"{table}_large"'
         self.table = table
+        # The value of row c: its own text, or (for '') the one kept in the large table.
+        v = f"CASE WHEN c.v <> '' THEN c.v ELSE coalesce((SELECT l.v FROM {large} l WHERE l.k = c.k), '') END"
         self.upsert = (
             f"INSERT INTO {t} (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
         )
-        self.get = f"SELECT v FROM {t} WHERE k = ?"
+        # Leaves a large value's row alone (rowcount 0): the caller then replaces both rows.
+        self.upsert_small = self.upsert + " WHERE v <> ''"
+        self.get = f"SELECT {v} FROM {t} c WHERE c.k = ?"
+        self.get_text = f"SELECT v FROM {t} WHERE k = ?"  # '' for a large value
         self.exists = f"SELECT 1 FROM {t} WHERE k = ?"
-        self.between = f"SELECT k, v FROM {t} WHERE k >= ? AND k <= ? LIMIT ?"
+        self.between = f"SELECT c.k, {v} FROM {t} c WHERE c.k >= ? AND c.k <= ? LIMIT ?"
         self.delete = f"DELETE FROM {t} WHERE k = ?"
+        self.delete_small = f"DELETE FROM {t} WHERE k = ? AND v <> ''"
         self.count = f"SELECT count(*) FROM {t} WHERE k >= ? AND k < ?"
         self.clear = f"DELETE FROM {t} WHERE k >= ? AND k < ?"
+        self.large_upsert = (
+            f"INSERT INTO {large} (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+        )
+        self.large_keys = f"SELECT k FROM {large} WHERE k >= ? AND k <= ?"
+        self.large_delete = f"DELETE FROM {large} WHERE k = ?"
+        self.large_clear = f"DELETE FROM {large} WHERE k >= ? AND k < ?"
         # scan[(columns, first_page)]: keyset pagination in key order.
         self.scan: dict[tuple[str, bool], str] = {}
         for cols in ("k", "k, v"):
             for first in (True, False):
                 self.scan[cols, first] = (
-                    f"SELECT {cols} FROM {t} WHERE k {'>=' if first else '>'} ? AND k < ? "
-                    "ORDER BY k LIMIT ?"
+                    f"SELECT {'c.k' if cols == 'k' else 'c.k, ' + v} FROM {t} c "
+                    f"WHERE c.k {'>=' if first else '>'} ? AND c.k < ? ORDER BY c.k LIMIT ?"
                 )
         self.in_cache: dict[int, str] = {}
+        self.value = v
 
     def select_in(self, n: int) -> str:
         sql = self.in_cache.get(n)
         if sql is None:
-            sql = f'SELECT k, v FROM "{self.table}" WHERE k IN ({",".join("?" * n)})'
+            sql = f'SELECT c.k, {self.value} FROM "{self.table}" c WHERE c.k IN ({",".join("?" * n)})'
             self.in_cache[n] = sql
         return sql
 
@@ -228,7 +266,7 @@ def _open_connection(
 
 
 def _schema_state(cur: sqlite3.Cursor, table: str) -> tuple[bool, str | None]:
-    """(data table exists, schema_version text or None when there is no meta table)."""
+    """(key table exists, schema_version text or None when there is no meta table)."""
     names = {
         row[0]
         for row in cur.execute(
@@ -260,6 +298,7 @@ def _ensure_schema(conn: sqlite3.Connection, cur: sqlite3.Cursor, table: str, pa
             cur.execute(
                 f'CREATE TABLE "{table}" (k BLOB NOT NULL PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID'
             )
+            _create_large_table(cur, table, path)
             cur.execute(f'CREATE TABLE "{table}_meta" (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
             cur.executemany(
                 f'INSERT INTO "{table}_meta" (key, value) VALUES (?, ?)',
@@ -268,7 +307,7 @@ def _ensure_schema(conn: sqlite3.Connection, cur: sqlite3.Cursor, table: str, pa
         else:
             number = _parse_version(version, table, path)
             while number < SCHEMA_VERSION:
-                _MIGRATIONS[number](cur, table)
+                _MIGRATIONS[number](cur, table, path)
                 number += 1
                 cur.execute(
                     f'UPDATE "{table}_meta" SET value = ? WHERE key = ?',
@@ -301,11 +340,47 @@ def _parse_version(version: str, table: str, path: str) -> int:
 
 
 def _check_columns(cur: sqlite3.Cursor, table: str, path: str) -> None:
-    columns = [row[1] for row in cur.execute(f'PRAGMA table_info("{table}")')]
-    if columns != ["k", "v"]:
+    for name in (table, f"{table}_large"):
+        columns = [row[1] for row in cur.execute(f'PRAGMA table_info("{name}")')]
+        if columns != ["k", "v"]:
+            raise ContextSchemaError(
+                f"table {name!r} in {path} has columns {columns}, not the expected ['k', 'v']"
+            )
+
+
+def _create_large_table(cur: sqlite3.Cursor, table: str, path: str) -> None:
+    """The rowid table of large values (see the module docstring)."""
+    name = f"{table}_large"
+    if cur.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone():
         raise ContextSchemaError(
-            f"table {table!r} in {path} has columns {columns}, not the expected ['k', 'v']"
+            f"table {name!r} in {path} was not created by context-framework; "
+            "use another table= name or another file"
         )
+    cur.execute(f'CREATE TABLE "{name}" (k BLOB NOT NULL PRIMARY KEY, v TEXT NOT NULL)')
+
+
+def _inline_limit(cur: Any) -> int:
+    """Bytes of key and value that fit in one record of a page of the key table.
+
+    SQLite keeps up to ``(usable - 12) * 64 // 255 - 23`` bytes of an index
+    B-tree record in its page (1,002 with 4 KiB pages); the record header
+    takes up to 8 of them.
+    """
+    page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
+    return (page_size - 12) * 64 // 255 - 23 - 8
+
+
+def _migrate_1_to_2(cur: sqlite3.Cursor, table: str, path: str) -> None:
+    """Version 2 keeps the values that do not fit a page in ``<table>_large``."""
+    _create_large_table(cur, table, path)
+    too_long = "length(k) + length(CAST(v AS BLOB)) > ?"
+    limit = (_inline_limit(cur),)
+    cur.execute(f'INSERT INTO "{table}_large" (k, v) SELECT k, v FROM "{table}" WHERE {too_long}', limit)
+    cur.execute(f"""UPDATE "{table}" SET v = '' WHERE {too_long}""", limit)
+
+
+#: old version -> function(cursor, table, path) upgrading the file to old version + 1.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Cursor, str, str], None]] = {1: _migrate_1_to_2}
 
 
 def _max_variables(conn: sqlite3.Connection) -> int:
@@ -434,6 +509,7 @@ class SQLiteContextStore(BaseContextStore):
         conn, self._cur = self._run("open", lambda _cur: _open_connection(*self._open_args()))
         self._conn = conn
         self._chunk = max(1, min(_GET_MANY_CHUNK, _max_variables(conn) - 1))
+        self._inline = self._run("open", _inline_limit)
         _instances.add(self)
 
     def _open_args(self) -> tuple[str, str, float, str, str]:
@@ -514,19 +590,30 @@ class SQLiteContextStore(BaseContextStore):
     # ------------------------------------------------------------------ core
 
     def set(self, key: Key, value: Mapping[str, Any]) -> None:
-        """Store ``value`` under ``key``: one statement, one implicit transaction."""
-        args = (self._nsp + encode_key(key), encode_value(value, self.max_value_size))
+        """Store ``value`` under ``key``: one statement, one implicit transaction.
+
+        A large value (see the module docstring), or one that replaces a large
+        value, takes two rows in one transaction instead.
+        """
+        k = self._nsp + encode_key(key)
+        text = encode_value(value, self.max_value_size)
+        if 4 * len(text) + len(k) > self._inline and self._is_large(k, text):
+            self._transaction("set", lambda cur: self._put(cur, k, text))
+            return
+        args = (k, text)
         start = _monotonic()
         try:
             lock = self._lock
             lock.acquire()
             try:
-                self._cur.execute(self._sql.upsert, args)
+                changed = self._cur.execute(self._sql.upsert_small, args).rowcount
             finally:
                 lock.release()
         except sqlite3.Error as exc:
-            sql = self._sql.upsert
-            self._retry("set", lambda cur: cur.execute(sql, args), exc, start)
+            sql = self._sql.upsert_small
+            changed = self._retry("set", lambda cur: cur.execute(sql, args).rowcount, exc, start)
+        if not changed:  # the key held a large value
+            self._transaction("set", lambda cur: self._put(cur, k, text))
 
     def get(self, key: Key, default: Any = None) -> Metadata | None:
         args = (self._nsp + encode_key(key),)
@@ -535,20 +622,35 @@ class SQLiteContextStore(BaseContextStore):
             lock = self._lock
             lock.acquire()
             try:
-                row = self._cur.execute(self._sql.get, args).fetchone()
+                row = self._cur.execute(self._sql.get_text, args).fetchone()
             finally:
                 lock.release()
         except sqlite3.Error as exc:
-            sql = self._sql.get
+            sql = self._sql.get_text
             row = self._retry("get", lambda cur: cur.execute(sql, args).fetchone(), exc, start)
         if row is None:
             return default  # type: ignore[no-any-return]
+        if not row[0]:  # a large value: read again with its large-table row, in one statement
+            sql = self._sql.get
+            row = self._run("get", lambda cur: cur.execute(sql, args).fetchone())
+            if row is None:
+                return default  # type: ignore[no-any-return]
         return _decode(row[0])
 
     def delete(self, key: Key) -> bool:
         args = (self._nsp + encode_key(key),)
-        sql = self._sql.delete
-        return self._run("delete", lambda cur: cur.execute(sql, args).rowcount) > 0
+        sql = self._sql
+
+        def small_or_absent(cur: Any) -> bool | None:
+            if cur.execute(sql.delete_small, args).rowcount:
+                return True
+            return False if cur.execute(sql.exists, args).fetchone() is None else None
+
+        done = self._run("delete", small_or_absent)
+        if done is not None:
+            return done
+        # A large value (or one written since): both rows, in one transaction.
+        return self._transaction("delete", lambda cur: self._delete_all(cur, [args[0]])) > 0
 
     def exists(self, key: Key) -> bool:
         args = (self._nsp + encode_key(key),)
@@ -599,8 +701,14 @@ class SQLiteContextStore(BaseContextStore):
 
     def clear(self, prefix: tuple[Any, ...] | None = None) -> int:
         args = self._range(prefix)
-        sql = self._sql.clear
-        return int(self._run("clear", lambda cur: cur.execute(sql, args).rowcount))
+        sql = self._sql
+
+        def body(cur: Any) -> int:
+            removed = int(cur.execute(sql.clear, args).rowcount)
+            cur.execute(sql.large_clear, args)
+            return removed
+
+        return self._transaction("clear", body)
 
     # ------------------------------------------------------------------ batches
 
@@ -617,9 +725,13 @@ class SQLiteContextStore(BaseContextStore):
             keys = encode_keys([k for k, _ in pairs], self._nsp)
             texts = encode_values([v for _, v in pairs], limit)
             keys, texts = in_key_order(keys, texts)  # a B-tree takes keys in order faster
-        sql = self._sql.upsert
-        # zip() (made anew on each attempt) yields the rows without keeping 3-tuples alive.
-        self._transaction("set_many", lambda cur: cur.executemany(sql, zip(keys, texts)))
+        if 4 * max(map(len, texts)) + max(map(len, keys)) > self._inline and any(
+            map(self._is_large, keys, texts)
+        ):
+            last = dict(zip(keys, texts))  # the last value of a key wins
+            self._transaction("set_many", lambda cur: self._put_many(cur, last))
+            return
+        self._transaction("set_many", lambda cur: self._put_small(cur, keys, texts))
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         """Metadata of each key in input order (``None`` if absent); duplicates allowed.
@@ -676,11 +788,7 @@ class SQLiteContextStore(BaseContextStore):
             self._check_open()
             return 0
         encoded.sort()  # a B-tree takes keys in order faster
-        sql = self._sql.delete
-        deleted = self._transaction(
-            "delete_many", lambda cur: cur.executemany(sql, zip(encoded)).rowcount
-        )
-        return int(deleted)
+        return self._transaction("delete_many", lambda cur: self._delete_all(cur, encoded))
 
     # ------------------------------------------------------------------ atomic read-modify-write
 
@@ -695,7 +803,7 @@ class SQLiteContextStore(BaseContextStore):
             merged = patch if row is None else {**_decode(row[0]), **patch}
             text = dumps_json(merged)
             check_size(text, self.max_value_size)
-            cur.execute(sql.upsert, (*args, text))
+            self._put(cur, args[0], text)
             return merged
 
         return self._transaction("update", body)
@@ -710,10 +818,60 @@ class SQLiteContextStore(BaseContextStore):
             row = cur.execute(sql.get, args).fetchone()
             new = apply_increment(None if row is None else _decode(row[0]), key, field, by)
             increment_result(new, key, field)
-            cur.execute(sql.upsert, (*args, encode_value(new, self.max_value_size)))
+            self._put(cur, args[0], encode_value(new, self.max_value_size))
             return new[field]  # type: ignore[no-any-return]
 
         return self._transaction("increment", body)
+
+    # ------------------------------------------------------------------ large values
+
+    def _is_large(self, k: bytes, text: str) -> bool:
+        """Whether the record ``(k, text)`` would not fit in a page of the key table."""
+        room = self._inline - len(k)
+        return len(text) > room or (not text.isascii() and len(text.encode("utf-8")) > room)
+
+    def _put(self, cur: Any, k: bytes, text: str) -> None:
+        """Write one value in the current transaction, in whichever table it belongs."""
+        sql = self._sql
+        if self._is_large(k, text):
+            cur.execute(sql.large_upsert, (k, text))
+            cur.execute(sql.upsert, (k, ""))
+        elif not cur.execute(sql.upsert_small, (k, text)).rowcount:  # it was a large value
+            cur.execute(sql.large_delete, (k,))
+            cur.execute(sql.upsert, (k, text))
+
+    def _put_small(self, cur: Any, keys: list[bytes], texts: list[str]) -> None:
+        """Write values that all fit their pages, in the current transaction."""
+        sql = self._sql
+        # zip() (made anew on each attempt) yields the rows without keeping 3-tuples alive.
+        written = cur.executemany(sql.upsert_small, zip(keys, texts)).rowcount
+        if written < len(keys):  # some keys held large values: they were left alone
+            large = self._drop_large(cur, keys)
+            last = dict(zip(keys, texts))
+            cur.executemany(sql.upsert, [(k, last[k]) for k in large])
+
+    def _put_many(self, cur: Any, last: dict[bytes, str]) -> None:
+        """Write the value of each key (some large), in the current transaction."""
+        large = [(k, t) for k, t in last.items() if self._is_large(k, t)]
+        cur.executemany(self._sql.large_upsert, large)
+        cur.executemany(self._sql.upsert, [(k, "") for k, _ in large])
+        small = [(k, t) for k, t in last.items() if not self._is_large(k, t)]
+        if small:
+            self._put_small(cur, [k for k, _ in small], [t for _, t in small])
+
+    def _drop_large(self, cur: Any, keys: list[bytes]) -> list[bytes]:
+        """Delete the large-table rows of ``keys``; return those keys (one scan of their key range)."""
+        stored = {row[0] for row in cur.execute(self._sql.large_keys, (min(keys), max(keys)))}
+        found = [k for k in dict.fromkeys(keys) if k in stored] if stored else []
+        if found:
+            cur.executemany(self._sql.large_delete, zip(found))
+        return found
+
+    def _delete_all(self, cur: Any, keys: list[bytes]) -> int:
+        """Delete ``keys`` from both tables in the current transaction; return how many existed."""
+        deleted = int(cur.executemany(self._sql.delete, zip(keys)).rowcount)
+        self._drop_large(cur, keys)
+        return deleted
 
     # ------------------------------------------------------------------ lifecycle
 

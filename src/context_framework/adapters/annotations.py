@@ -52,6 +52,7 @@ from ..exceptions import (
 from ..keys import encode_key, normalize_key
 from ..values import DEFAULT_MAX_VALUE_SIZE, check_size, dumps_json, loads_json, prepare_value
 from . import row_sets
+from .base_adapter import ANNOTATION_KIND
 from .row_sets import RowSet
 
 __all__ = [
@@ -64,7 +65,7 @@ __all__ = [
     "new_annotation_id",
 ]
 
-KIND = "annotation"
+KIND = ANNOTATION_KIND
 INDEX_KEY: tuple[str] = (KIND,)
 FORMAT = 1
 BY_LABEL, BY_POSITION = "label", "position"

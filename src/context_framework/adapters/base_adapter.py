@@ -18,19 +18,22 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .._gc import gc_paused
-from ..base_store import BaseContextStore, ContextStore, Metadata, Number, iter_pairs
+from ..base_store import BaseContextStore, ContextStore, Metadata, Number, check_prefix, iter_pairs
 from ..exceptions import ContextConfigurationError, ContextKeyError
 from ..in_memory_context_store import InMemoryContextStore
 from ..keys import Key
 from ..wrappers.minimal import CORE_METHODS, as_context_store
 
-__all__ = ["DATASET_KEY", "BaseContextAdapter", "cell_form_error"]
+__all__ = ["ANNOTATION_KIND", "DATASET_KEY", "BaseContextAdapter", "cell_form_error"]
 
 #: The key of the metadata that describes the whole data structure.
 DATASET_KEY: tuple[str] = ("dataset",)
+
+#: The key kind of row annotations (:mod:`.annotations`): reserved, not a user's key.
+ANNOTATION_KIND = "annotation"
 
 
 def cell_form_error(key: Any, label: Any, name: Any) -> ContextKeyError:
@@ -182,17 +185,49 @@ class BaseContextAdapter:
         """Atomically add ``by`` to the numeric ``field`` of ``key``; return the result."""
         return self._store.increment(self.validate_key(key), field, by)
 
+    #: Key kinds of entries the adapter keeps for itself (e.g. row annotations): left
+    #: out of :meth:`list_context_keys`, :meth:`iter_context` and :meth:`count_context`.
+    internal_kinds: ClassVar[tuple[str, ...]] = ()
+
     def list_context_keys(self, prefix: tuple[Any, ...] | None = None) -> list[Key]:
         """Every key of this adapter's namespace (under ``prefix``), types intact."""
-        return self._store.list_keys(prefix)
+        prefix = check_prefix(prefix)
+        hidden = self._internal_under(prefix)
+        if hidden == "all":
+            return []
+        keys = self._store.list_keys(prefix)
+        return keys if hidden == "none" else [k for k in keys if not self._is_internal(k)]
 
     def iter_context(self, prefix: tuple[Any, ...] | None = None) -> Iterator[tuple[Key, Metadata]]:
         """Stream ``(key, metadata)`` pairs under ``prefix``."""
-        return self._store.items(prefix)
+        prefix = check_prefix(prefix)
+        hidden = self._internal_under(prefix)
+        if hidden == "all":
+            return iter(())
+        pairs = self._store.items(prefix)
+        return pairs if hidden == "none" else (p for p in pairs if not self._is_internal(p[0]))
 
     def count_context(self, prefix: tuple[Any, ...] | None = None) -> int:
         """How many keys carry metadata (under ``prefix``)."""
-        return self._store.count(prefix)
+        prefix = check_prefix(prefix)
+        hidden = self._internal_under(prefix)
+        if hidden == "all":
+            return 0
+        count = self._store.count(prefix)
+        if hidden == "some":  # two range counts; max(): internal entries written in between
+            count = max(0, count - sum(self._store.count((kind,)) for kind in self.internal_kinds))
+        return count
+
+    def _internal_under(self, prefix: tuple[Any, ...] | None) -> str:
+        """Whether ``"all"``, ``"some"`` or ``"none"`` of the keys under ``prefix`` may be internal."""
+        if not self.internal_kinds:
+            return "none"
+        if not prefix:
+            return "some"
+        return "all" if isinstance(prefix[0], str) and prefix[0] in self.internal_kinds else "none"
+
+    def _is_internal(self, key: Key) -> bool:
+        return type(key) is tuple and len(key) > 0 and key[0] in self.internal_kinds
 
     def clear_context(self, prefix: tuple[Any, ...] | None = None) -> int:
         """Remove every key of this adapter's namespace (under ``prefix``)."""

@@ -55,7 +55,7 @@ re-read it, and :meth:`refresh_annotations` does so on demand. Keys of kind
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from itertools import repeat
 from numbers import Real
@@ -111,6 +111,8 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 class PandasContextAdapter(BaseContextAdapter):
     """Context for a pandas DataFrame. See the module docstring for key conventions."""
 
+    internal_kinds = (KIND,)
+
     def __init__(
         self,
         df: pd.DataFrame,
@@ -141,9 +143,11 @@ class PandasContextAdapter(BaseContextAdapter):
         # Row annotations known to this adapter (see the module docstring): _UNLOADED until
         # the first row read, then a tuple in creation order, or None when there are none.
         # get_context's fast path compares the index with _hot_index, which is the cached
-        # RangeIndex only while there are no annotations: so it costs nothing more.
+        # RangeIndex only while there are no annotations: so it costs nothing more. With
+        # annotations, rows that _cover (built at a row read) says none covers take it too.
         self._annotations: Any = _UNLOADED
         self._hot_index: Any = None
+        self._cover: _Coverage | None = None
         self._annotation_store: AnnotationStore | None = None
         self._fp_index: Any = None
         self._fp: dict[str, Any] = {}
@@ -194,22 +198,29 @@ class PandasContextAdapter(BaseContextAdapter):
 
     def get_context(self, key: Key, default: Any = None) -> Metadata | None:
         """The metadata of ``key`` (a fresh dict), or ``default`` when it has none."""
-        if (
-            type(key) is tuple
-            and len(key) == 2
-            and type(key[1]) is int
-            and key[0] is _ROW
-            and self.data.index is self._hot_index
-            and key[1] in self._range
-        ):
-            mem = self._mem
-            if mem is not None:  # InMemoryContextStore._get_normalized, inlined
-                entry = mem._data.get(key)
-                if entry is None:
-                    return default  # type: ignore[no-any-return]
-                if None not in entry:
-                    return entry.copy()  # type: ignore[no-any-return]
-            return self._get_row(key, default)
+        if type(key) is tuple and len(key) == 2 and type(key[1]) is int and key[0] is _ROW:
+            index = self.data.index
+            if index is self._hot_index:
+                hot = key[1] in self._range
+            else:
+                cover = self._cover  # made from the known annotations (_set_annotations drops it)
+                if cover is not None and cover.index is index:
+                    b = key[1] - cover.start  # the row's byte of the coverage (0: not worked out yet)
+                    state = cover.rows[b] if 0 <= b < cover.n else 0
+                    if state == _COVERED:
+                        return self._merge_covering(key, cover.annotations)
+                    hot = state == _UNCOVERED
+                else:
+                    hot = False
+            if hot:
+                mem = self._mem
+                if mem is not None:  # InMemoryContextStore._get_normalized, inlined
+                    entry = mem._data.get(key)
+                    if entry is None:
+                        return default  # type: ignore[no-any-return]
+                    if None not in entry:
+                        return entry.copy()  # type: ignore[no-any-return]
+                return self._get_row(key, default)
         vkey = self.validate_key(key)
         if self._annotations is not None and _is_row_key(vkey):
             return self._annotated(vkey, default)
@@ -282,6 +293,7 @@ class PandasContextAdapter(BaseContextAdapter):
         """Set the known annotations (``None``: none) and open or close the hot path to match."""
         self._annotations = annotations
         self._hot_index = self._fast_index if annotations is None else None
+        self._cover = None  # built again from these at the next row read
 
     def _free_form(self, key: Any) -> Key:
         if type(key) is list:
@@ -767,6 +779,8 @@ class PandasContextAdapter(BaseContextAdapter):
         known = self._annotations
         cached = {a.id: a for a in known} if known else {}
         anns = self._annotations_in_store().load(cached)
+        if anns and anns == known:  # the same Annotation objects: keep the tuple (and its coverage)
+            return known  # type: ignore[no-any-return]
         self._set_annotations(anns or None)
         return anns
 
@@ -786,12 +800,44 @@ class PandasContextAdapter(BaseContextAdapter):
     def _annotated(self, key: Key, default: Any) -> Metadata | None:
         """``get_context`` of a validated ``("row", label)`` key when annotations may exist."""
         anns = self._loaded()
-        get = self._get_row if self.data.index is self._fast_index else self._get
+        index = self.data.index
+        get = self._get_row if index is self._fast_index else self._get
         if anns:
-            covering = self._covering(anns, key[1])  # type: ignore[index]
+            label = key[1]  # type: ignore[index]
+            cover = self._coverage(index, anns)
+            if cover is not None and type(label) is int and cover.misses(label):
+                return get(key, default)  # type: ignore[no-any-return]
+            covering = self._covering(anns, label)
             if covering:
-                return _merged([a.metadata for a in covering], get(key, None))
+                return _merged(covering, get(key, None))
         return get(key, default)  # type: ignore[no-any-return]
+
+    def _merge_covering(self, key: Key, anns: tuple[Annotation, ...]) -> Metadata:
+        """``get_context`` of a row of the cached RangeIndex that some of ``anns`` cover."""
+        return _merged(self._covering(anns, key[1]), self._get_row(key, None))  # type: ignore[index]
+
+    def _coverage(self, index: pd.Index, anns: tuple[Annotation, ...]) -> _Coverage | None:
+        """The rows ``anns`` cover, over ``index`` (the cached RangeIndex, if of step 1), else None.
+
+        Made at most once per index and set of known annotations: ``_set_annotations`` drops it.
+        """
+        cover = self._cover
+        if cover is not None and cover.index is index and cover.annotations is anns:
+            return cover
+        if index is not self._fast_index or index.step != 1:  # None when validate_key is overridden
+            return None
+
+        def covered(lo: int, hi: int) -> np.ndarray:
+            out = np.zeros(hi - lo, dtype=bool)
+            for ann in anns:  # one mask at a time: memory stays O(rows), however many annotations
+                out |= self._coverages((ann,), lo, hi)[0]
+            return out
+
+        cover = _Coverage(index, anns, covered)
+        self._cover = cover
+        if self._annotations is not anns:  # replaced meanwhile (after _set_annotations cleared _cover)
+            self._cover = None
+        return cover
 
     def _covering(self, anns: tuple[Annotation, ...], label: Any) -> list[Annotation]:
         out = []
@@ -814,22 +860,24 @@ class PandasContextAdapter(BaseContextAdapter):
                 out.append(ann)
         return out
 
-    def _coverages(self, anns: tuple[Annotation, ...]) -> list[np.ndarray]:
-        """For each annotation, a boolean array over the frame's rows."""
+    def _coverages(
+        self, anns: tuple[Annotation, ...], lo: int = 0, hi: int | None = None
+    ) -> list[np.ndarray]:
+        """For each annotation, a boolean array over the frame's rows (at positions ``lo`` to ``hi``)."""
         index = self.data.index
-        n = len(index)
+        hi = len(index) if hi is None else hi
         ids: np.ndarray | None = None
         valid: np.ndarray | None = None
         out = []
         for ann in anns:
             if not ann.by_label:
                 ann.check_index(self._fingerprint())
-                out.append(ann.rows.to_mask(n))
+                out.append(ann.rows.to_mask(hi - lo, lo))
             elif isinstance(index, pd.RangeIndex) and index.step == 1:
-                out.append(ann.rows.to_mask(n, index.start))
+                out.append(ann.rows.to_mask(hi - lo, index.start + lo))
             else:
                 if ids is None:
-                    ids, valid = _index_ids(index)
+                    ids, valid = _index_ids(index[lo:hi])
                 out.append(ann.rows.contains(ids) & valid)
         return out
 
@@ -994,6 +1042,55 @@ class PandasContextAdapter(BaseContextAdapter):
             return _frame(labels, records, target), labels, records
 
 
+# A row's byte in a _Coverage (0: not worked out yet).
+_UNCOVERED, _COVERED = 1, 2
+
+
+class _Coverage:
+    """Which rows of one RangeIndex (step 1) some annotation of ``annotations`` covers.
+
+    One byte per row (a bit test costs more than the bytes save on the spec's
+    hot path): 0 not worked out yet, 1 no annotation covers the row, 2 one
+    does. ``covered(lo, hi)`` works out the rows at positions ``lo`` to ``hi``.
+    It runs for a block of rows once that block has been read a few times:
+    until then :meth:`misses` says "not known" and the caller asks the
+    annotations, so scattered reads over a large frame cost no more than
+    without a coverage, and repeated reads of a region soon take the hot path.
+    """
+
+    __slots__ = ("_array", "_covered", "_reads", "annotations", "index", "n", "rows", "start")
+    _BLOCK = 1 << 12  # rows worked out together
+    _READS = 8  # reads of a block (answered by the annotations) before it is worked out
+
+    def __init__(
+        self,
+        index: pd.RangeIndex,
+        annotations: tuple[Annotation, ...],
+        covered: Callable[[int, int], np.ndarray],
+    ) -> None:
+        self.index, self.annotations = index, annotations
+        self.start, self.n = index.start, len(index)
+        self._array = np.zeros(self.n, dtype=np.uint8)  # calloc: pages are touched as blocks are made
+        self.rows = self._array.data  # a memoryview: indexing it gives Python ints, fast
+        self._covered = covered
+        self._reads = bytearray(-(-self.n // self._BLOCK))
+
+    def misses(self, label: int) -> bool | None:
+        """Whether no annotation covers row ``label`` of the index; ``None``: not known yet."""
+        b = label - self.start
+        if not 0 <= b < self.n:
+            return False
+        if not self.rows[b]:
+            block = b // self._BLOCK
+            if self._reads[block] < self._READS:
+                self._reads[block] += 1
+                return None
+            lo = block * self._BLOCK
+            hi = min(lo + self._BLOCK, self.n)
+            self._array[lo:hi] = self._covered(lo, hi).view(np.uint8) + np.uint8(_UNCOVERED)
+        return self.rows[b] == _UNCOVERED
+
+
 def _fill(values: np.ndarray, owners: list[tuple[Any, np.ndarray]], mine: np.ndarray | None) -> np.ndarray:
     """Object ``values`` with each annotation value written where it covers (later ones last)."""
     for value, cover in owners:
@@ -1067,13 +1164,16 @@ def _label_ids(labels: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return ids, valid
 
 
-def _merged(metadata: list[dict[str, Any]], entry: Metadata | None) -> Metadata:
-    """Annotation metadata merged in order, then the row's own entry: a fresh, independent dict."""
-    out: dict[str, Any] = {}
-    for meta in metadata:
-        out.update(meta)
-    if any(type(v) is dict or type(v) is list for v in out.values()):
-        out = loads_json(dumps_json(out))
+def _merged(covering: list[Annotation], entry: Metadata | None) -> Metadata:
+    """The metadata of ``covering`` merged in order, then the row's own entry: a fresh, independent dict."""
+    if len(covering) == 1:
+        out = covering[0].metadata_copy()
+    else:
+        out = {}
+        for ann in covering:
+            out.update(ann.metadata)
+        if any(ann.nested is not None for ann in covering):  # lists or dicts: copied, not shared
+            out = loads_json(dumps_json(out))
     if entry is not None:
         out.update(entry)
     return out

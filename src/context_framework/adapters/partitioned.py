@@ -23,7 +23,7 @@ from ..base_store import ContextStore, Metadata
 from ..distributed import PARTITION, PartitionContext
 from ..exceptions import ContextKeyError, LabelNotFoundError
 from ..keys import Key, normalize_key
-from .base_adapter import DATASET_KEY, BaseContextAdapter, cell_form_error
+from .base_adapter import ANNOTATION_KIND, DATASET_KEY, BaseContextAdapter, cell_form_error
 
 __all__ = ["KINDS", "PartitionKeys", "PartitionTaskContext", "PartitionedAdapter", "free_form_key", "records"]
 
@@ -34,13 +34,22 @@ KINDS = (
 
 
 def free_form_key(key: Any, strict: bool, engine: str) -> Key:
-    """``key`` normalised, or (``strict``) an error naming the key kinds of an ``engine`` DataFrame."""
+    """``key`` normalised, or (``strict``) an error naming the key kinds of an ``engine`` DataFrame.
+
+    Keys of kind ``"annotation"`` are refused either way: they are reserved for
+    the row annotations a pandas adapter may keep in the same namespace.
+    """
     if strict:
         raise ContextKeyError(
             f"unknown context key {key!r} for a {engine} DataFrame; use {KINDS}, "
             "or create the adapter with strict=False to store free-form keys"
         )
-    return normalize_key(key)
+    norm = normalize_key(key)
+    if type(norm) is tuple and norm and norm[0] == ANNOTATION_KIND:
+        raise ContextKeyError(
+            f"keys of kind {ANNOTATION_KIND!r} are reserved for row annotations, got {key!r}"
+        )
+    return norm
 
 
 def records(metadata: Any) -> list[Any]:
@@ -157,6 +166,9 @@ class PartitionTaskContext(PartitionKeys, PartitionContext):
 
 class PartitionedAdapter(PartitionKeys, BaseContextAdapter):
     """Driver side of an engine adapter: partition numbers checked, column and partition helpers."""
+
+    #: Row annotations of a pandas adapter sharing the namespace stay out of listings.
+    internal_kinds = (ANNOTATION_KIND,)
 
     #: How error messages name the partition count.
     _PARTITION_COUNT = "npartitions"

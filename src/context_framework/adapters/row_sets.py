@@ -53,6 +53,12 @@ def _is_id(x: Any) -> bool:
     return type(x) is int and _I64_MIN <= x <= _I64_MAX
 
 
+def _window(ascending: np.ndarray, offset: int, n: int) -> tuple[int, int]:
+    """``[i, j)``: the entries of the sorted ``ascending`` within ``[offset, offset + n)`` (``n > 0``)."""
+    last = min(offset + n - 1, _I64_MAX)
+    return int(np.searchsorted(ascending, offset)), int(np.searchsorted(ascending, last, side="right"))
+
+
 class RowSet:
     """An immutable set of ``int64`` row ids. Build one with the module's functions."""
 
@@ -140,8 +146,13 @@ class _Ranges(RowSet):
         return np.arange(self.count, dtype=np.int64) + np.repeat(self.starts - firsts, lengths)
 
     def to_mask(self, n: int, offset: int = 0) -> np.ndarray:
-        starts = np.clip(self.starts - offset, 0, n)
-        stops = np.clip(self.stops - offset, 0, n)
+        if n <= 0:
+            return np.zeros(0, dtype=bool)
+        # The runs that overlap the window: stop > offset and start < offset + n.
+        first = int(np.searchsorted(self.stops, offset, side="right"))
+        end = _window(self.starts, offset, n)[1]
+        starts = np.clip(self.starts[first:end] - offset, 0, n)
+        stops = np.clip(self.stops[first:end] - offset, 0, n)
         edges = np.zeros(n + 1, dtype=np.int32)
         np.add.at(edges, starts, 1)
         np.add.at(edges, stops, -1)
@@ -203,12 +214,13 @@ class _Bitmap(RowSet):
         return np.flatnonzero(np.unpackbits(self.array, count=self.nbits)).astype(np.int64) + self.lo
 
     def to_mask(self, n: int, offset: int = 0) -> np.ndarray:
-        mask = np.zeros(n, dtype=bool)
-        first = self.lo - offset
+        mask = np.zeros(max(n, 0), dtype=bool)
+        first = self.lo - offset  # where bit 0 of the bitmap falls in the mask
         lo, hi = max(first, 0), min(first + self.nbits, n)
         if lo < hi:
-            bits = np.unpackbits(self.array, count=self.nbits).view(bool)
-            mask[lo:hi] = bits[lo - first : hi - first]
+            a, b = lo - first, hi - first  # the bits needed, of only the bytes that hold them
+            bits = np.unpackbits(self.array[a >> 3 : (b + 7) >> 3]).view(bool)
+            mask[lo:hi] = bits[a & 7 : (a & 7) + (hi - lo)]
         return mask
 
     def difference(self, ids: np.ndarray) -> RowSet:
@@ -260,6 +272,13 @@ class _Values(RowSet):
 
     def to_values(self) -> np.ndarray:
         return self.values
+
+    def to_mask(self, n: int, offset: int = 0) -> np.ndarray:
+        mask = np.zeros(max(n, 0), dtype=bool)
+        if n > 0:
+            i, j = _window(self.values, offset, n)
+            mask[self.values[i:j] - offset] = True
+        return mask
 
     def difference(self, ids: np.ndarray) -> RowSet:
         if not len(ids) or not self.count:

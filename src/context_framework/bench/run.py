@@ -195,6 +195,13 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
                 doc["annotations"] = run_annotations(
                     stores, urls, options.annotate_rows, workdir=workdir, notes=notes, step=task.step
                 )
+            from .scale import gets_cases, run_annotated_gets
+
+            rows = options.annotate_rows
+            with progress.task("annotated gets", len(gets_cases(stores, rows))) as task:
+                doc["annotated_gets"] = run_annotated_gets(
+                    stores, rows, workdir=workdir, notes=notes, repeat=options.repeat, step=task.step
+                )
         if options.shards:
             from .scale import run_shards
 
@@ -287,6 +294,18 @@ def format_report(doc: dict[str, Any]) -> str:
         out += [
             "\nAnnotation runs (time and peak memory, measured in a subprocess):\n",
             format_annotations(doc["annotations"]),
+        ]
+    if doc.get("annotated_gets"):
+        from .annotations import format_gets
+
+        out += [
+            f"\nPoint reads with an annotation present (the spec's loop, median of {doc['repeat']} runs "
+            "interleaved with the same loop on a store without it):\n",
+            format_gets(doc["annotated_gets"]),
+            "\nRatio: gets/s with the annotation over gets/s without; loop ratio: the same for the "
+            "whole add+get loop. Rows without entries: the same rows read before the loop wrote them "
+            "(the annotation's covered rows return it). Each adapter has read one row first (its first "
+            "row read loads the annotations; that time is first_read_seconds in the JSON).",
         ]
     if doc.get("sharding"):
         from .scale import format_sharding

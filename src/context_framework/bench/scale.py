@@ -8,6 +8,10 @@
   :func:`context_framework.bench.annotations.run_annotation_bench` in a fresh
   subprocess: the add time (``flush()`` included) and the growth of the peak
   RSS over the RSS once the inputs are built.
+* Point reads with an annotation present (:func:`run_annotated_gets`): the
+  spec's loop with and without an annotation, in memory (10 rows annotated)
+  and on SQLite (a random-half mask over 10,000,000 rows), same run
+  (:func:`context_framework.bench.annotations.run_annotated_gets`).
 * Sharding (:func:`run_shards`): :func:`context_framework.bench.sharding.run_sharding_bench`,
   three Redis servers against one.
 
@@ -31,6 +35,8 @@ __all__ = [
     "annotation_cases",
     "format_annotations",
     "format_sharding",
+    "gets_cases",
+    "run_annotated_gets",
     "run_annotations",
     "run_shards",
 ]
@@ -135,6 +141,51 @@ def run_annotations(
             entry["result"] = raw
         finally:
             cleanup()
+        results.append(entry)
+    return results
+
+
+def gets_cases(stores: tuple[str, ...], rows: int) -> list[tuple[str, int, int, str]]:
+    """The point-read cases that run for these stores: (store, frame rows, rows read, annotation)."""
+    from .annotations import GETS_CASES
+
+    return [(c[0], c[1] or rows, min(c[2], c[1] or rows), c[3]) for c in GETS_CASES if c[0] in stores]
+
+
+def run_annotated_gets(
+    stores: tuple[str, ...],
+    rows: int,
+    *,
+    workdir: str,
+    notes: list[str],
+    repeat: int = 3,
+    step: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Point reads with and without an annotation present, for the chosen local stores.
+
+    ``rows``: the frame of the SQLite cases (the annotation run's rows). A case
+    that fails is reported in ``notes`` and its entry has ``error``.
+    """
+    from .annotations import describe_annotation
+    from .annotations import run_annotated_gets as bench
+
+    results = []
+    for store, frame_rows, num_ops, annotation in gets_cases(stores, rows):
+        what = describe_annotation(annotation, frame_rows)
+        entry: dict[str, Any] = {"label": LABELS[store], "backend": store, "what": what, "num_ops": num_ops}
+        if step:
+            step(f"{LABELS[store]}: {num_ops:,} gets with {what}")
+        try:
+            entry["result"] = bench(
+                lambda: _annotation_url(store, {}, workdir),  # noqa: B023 - called within the iteration
+                frame_rows=frame_rows,
+                annotation=annotation,
+                num_ops=num_ops,
+                repeat=repeat,
+            )
+        except Exception as exc:
+            notes.append(f"point reads with {what} on {store}: failed ({type(exc).__name__}: {exc})")
+            entry["error"] = f"{type(exc).__name__}: {exc}"
         results.append(entry)
     return results
 
