@@ -210,8 +210,9 @@ def _canonical_batch(keys: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _entries(pairs: list[Any], store: InMemoryContextStore) -> dict[Any, Any]:
-    """``{canonical key: entry}`` for a list of ``(key, value)`` pairs, every one validated.
+def _entries(pairs: list[Any], store: InMemoryContextStore, canonical: bool = False) -> dict[Any, Any]:
+    """``{canonical key: entry}`` for a list of ``(key, value)`` pairs, every one validated
+    (``canonical``: the keys are in canonical form already, as an adapter checked them).
 
     The last value of a repeated key wins, as on every store.
     """
@@ -221,7 +222,7 @@ def _entries(pairs: list[Any], store: InMemoryContextStore) -> dict[Any, Any]:
         if type(pair) is not tuple or len(pair) != 2:
             list(iter_pairs(pairs))  # raises the error that names the item
         key, value = pair
-        if not (
+        if not canonical and not (
             type(key) is tuple
             and len(key) == 2
             and type(key[0]) is str
@@ -411,6 +412,27 @@ class InMemoryContextStore(BaseContextStore):
         with gc_paused():
             batch = _entries(items if type(items) is list else list(iter_pairs(items)), self)
             self._data.update(batch)  # one atomic step: all or nothing
+
+    def _set_many_normalized(self, pairs: list[tuple[Any, Any]]) -> None:
+        """``set_many`` of pairs whose keys are in canonical form (adapters call this directly)."""
+        with gc_paused():
+            self._data.update(_entries(pairs, self, canonical=True))
+
+    def _get_many_normalized(self, ckeys: list[Any]) -> list[Metadata | None]:
+        """``get_many`` of keys in canonical form (adapters call this directly)."""
+        get = self._data.get
+        out: list[Metadata | None] = []
+        append = out.append
+        with gc_paused():
+            for ckey in ckeys:
+                entry = get(ckey)
+                if entry is None:
+                    append(None)
+                elif None in entry:
+                    append(_thaw(entry))
+                else:
+                    append(entry.copy())
+        return out
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         data = self._data

@@ -254,10 +254,13 @@ class BaseContextAdapter:
         Every key is validated first: one bad key stores nothing.
         """
         with gc_paused():
-            pairs = list(iter_pairs(items))
-            keys = self.validate_keys([k for k, _ in pairs])
-            pairs = list(zip(keys, [v for _, v in pairs]))
+            pairs = self._checked_pairs(items if type(items) is list else list(iter_pairs(items)))
         self._store.set_many(pairs)
+
+    def _checked_pairs(self, pairs: list[Any]) -> list[Any]:
+        """``(key, metadata)`` pairs with every key validated."""
+        keys = self.validate_keys([pair[0] for pair in iter_pairs(pairs)])
+        return list(zip(keys, [pair[1] for pair in pairs]))
 
     def get_context_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         """The metadata of each key in order (``None`` where absent), in one batch."""

@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - exercised without pandas instal
     raise MissingDependencyError.for_extra("pandas", "pandas") from exc
 
 from .._gc import gc_paused
-from ..base_store import ContextStore, Metadata, check_prefix
+from ..base_store import ContextStore, Metadata, check_prefix, iter_pairs
 from ..exceptions import (
     ContextKeyError,
     ContextSerializationError,
@@ -259,10 +259,7 @@ class PandasContextAdapter(BaseContextAdapter):
 
     def validate_keys(self, keys: Any) -> list[Key]:
         """Validate many keys; ``("row", int)`` keys on a RangeIndex take a fast path."""
-        index = self.data.index
-        if isinstance(index, pd.RangeIndex) and index is not self._range_index:
-            self._set_range_cache(index)
-        rng = self._range if index is self._fast_index else None
+        rng = self._fast_range()
         validate = self.validate_key
         out: list[Key] = []
         append = out.append
@@ -279,6 +276,67 @@ class PandasContextAdapter(BaseContextAdapter):
             else:
                 append(validate(key))
         return out
+
+    def _fast_range(self) -> range | None:
+        """The labels of the cached RangeIndex when the fast paths may skip ``validate_key``."""
+        index = self.data.index
+        if isinstance(index, pd.RangeIndex) and index is not self._range_index:
+            self._set_range_cache(index)
+        return self._range if index is self._fast_index else None
+
+    def _fast_pairs(self, pairs: list[Any]) -> bool:
+        """Whether every key of ``pairs`` is a ``("row", int)`` of the cached RangeIndex (canonical)."""
+        rng = self._fast_range()
+        if rng is None:
+            return False
+        for pair in pairs:
+            if type(pair) is not tuple or len(pair) != 2:
+                return False
+            key = pair[0]
+            if not (
+                type(key) is tuple
+                and len(key) == 2
+                and type(key[1]) is int
+                and key[0] is _ROW
+                and key[1] in rng
+            ):
+                return False
+        return True
+
+    def _fast_keys(self, keys: list[Key]) -> bool:
+        """Whether every key is a ``("row", int)`` of the cached RangeIndex (canonical)."""
+        rng = self._fast_range()
+        if rng is None:
+            return False
+        for key in keys:
+            if not (
+                type(key) is tuple
+                and len(key) == 2
+                and type(key[1]) is int
+                and key[0] is _ROW
+                and key[1] in rng
+            ):
+                return False
+        return True
+
+    def add_context_many(
+        self,
+        items: Mapping[Key, Mapping[str, Any]] | Iterable[tuple[Key, Mapping[str, Any]]],
+    ) -> None:
+        """Attach many ``(key, metadata)`` pairs through the store's batch path.
+
+        Every key is validated first: one bad key stores nothing. Any iterable of
+        pairs will do; a generator is consumed with the cyclic garbage collector paused.
+        """
+        with gc_paused():
+            pairs = items if type(items) is list else list(iter_pairs(items))
+            fast = self._fast_pairs(pairs)
+            if fast and self._mem is not None:
+                self._mem._set_many_normalized(pairs)
+                return
+            if not fast:
+                pairs = self._checked_pairs(pairs)
+        self._store.set_many(pairs)
 
     def _set_range_cache(self, index: pd.RangeIndex) -> None:
         # The range first: a concurrent fast path that sees the new index object
@@ -945,7 +1003,13 @@ class PandasContextAdapter(BaseContextAdapter):
 
     def get_context_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         """The metadata of each key in order (``None`` where absent), in one batch."""
-        vkeys = self.validate_keys(keys)
+        with gc_paused():
+            vkeys = keys if type(keys) is list else list(keys)
+            fast = self._fast_keys(vkeys)
+            if not fast:
+                vkeys = self.validate_keys(vkeys)
+            elif self._mem is not None and self._annotations is None:
+                return self._mem._get_many_normalized(vkeys)
         out = self._store.get_many(vkeys)
         if self._annotations is None:
             return out

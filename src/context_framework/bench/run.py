@@ -252,6 +252,12 @@ def format_report(doc: dict[str, Any]) -> str:
             "counts each call (in batch mode, each entry). Each store's ratio is to the baseline named "
             "next to it, measured in the same run (see below for what each baseline is).",
         ]
+        if "batch" in modes:
+            out.append(
+                "batch: the same entries through add_context_many/get_context_many, each given a "
+                "generator (the adapter consumes it with the cyclic GC paused); the baselines take the "
+                "same input."
+            )
         if "buffered" in modes and "buffered" not in doc.get("unavailable", {}):
             out.append(
                 "buffered: the spec's loop, unchanged, through PandasContextAdapter(df, store, "
