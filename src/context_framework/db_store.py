@@ -1568,6 +1568,15 @@ class _MySQLBackend(_Backend):
     def _commit(self, conn: _MyConn) -> None:
         conn.cur.execute("COMMIT")
 
+    def _translate(self, op: str, exc: BaseException) -> BaseException | None:
+        if self._error_code(exc) == 1153:  # ER_NET_PACKET_TOO_LARGE: the server refused it, whole
+            return ContextValueTooLargeError(
+                f"{self.where}: {op}: the server refused a statement larger than its "
+                "max_allowed_packet; store less (a max_value_size under that limit catches it before "
+                "sending), or raise max_allowed_packet on the server"
+            )
+        return None
+
     def _rollback(self, conn: _MyConn) -> bool:
         c = conn.conn
         if not c.open:
