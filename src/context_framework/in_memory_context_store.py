@@ -210,19 +210,34 @@ def _canonical_batch(keys: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _entries(pairs: list[Any], store: InMemoryContextStore, canonical: bool = False) -> dict[Any, Any]:
-    """``{canonical key: entry}`` for a list of ``(key, value)`` pairs, every one validated
-    (``canonical``: the keys are in canonical form already, as an adapter checked them).
+def _entries(
+    pairs: list[Any], store: InMemoryContextStore, rows: range | None = None
+) -> dict[Any, Any] | None:
+    """``{canonical key: entry}`` for a list of ``(key, value)`` pairs, every one validated.
 
-    The last value of a repeated key wins, as on every store.
+    With ``rows`` (an adapter's fast path), every key must be ``("row", n)`` with an
+    ``int`` ``n`` in ``rows``, which is canonical as it is: ``None`` as soon as one is
+    not (the caller then takes the general path). One pass over the pairs, the
+    checks inlined. The last value of a repeated key wins, as on every store.
     """
     limit, max_size = store._fast_len, store.max_value_size
     batch: dict[Any, Any] = {}
     for pair in pairs:
         if type(pair) is not tuple or len(pair) != 2:
+            if rows is not None:
+                return None
             list(iter_pairs(pairs))  # raises the error that names the item
         key, value = pair
-        if not canonical and not (
+        if rows is not None:
+            if not (
+                type(key) is tuple
+                and len(key) == 2
+                and type(key[1]) is int
+                and key[0] is _ROW
+                and key[1] in rows
+            ):
+                return None
+        elif not (
             type(key) is tuple
             and len(key) == 2
             and type(key[0]) is str
@@ -269,6 +284,10 @@ class _ClosedData(dict):  # type: ignore[type-arg]
 
 
 _MISSING = object()
+
+#: The key kind of the adapters' row fast path: compared by identity, so that a ``str``
+#: subclass (a numpy string) takes the general path, which normalises it.
+_ROW = "row"
 
 #: The in-memory fast path takes dicts of at most this many fields.
 FAST_FIELDS = 16
@@ -411,21 +430,36 @@ class InMemoryContextStore(BaseContextStore):
         """
         with gc_paused():
             batch = _entries(items if type(items) is list else list(iter_pairs(items)), self)
-            self._data.update(batch)  # one atomic step: all or nothing
+            self._data.update(batch)  # type: ignore[arg-type]  # one atomic step: all or nothing
 
-    def _set_many_normalized(self, pairs: list[tuple[Any, Any]]) -> None:
-        """``set_many`` of pairs whose keys are in canonical form (adapters call this directly)."""
+    def _set_rows(self, pairs: list[Any], rows: range) -> bool:
+        """``set_many`` of ``(("row", n), value)`` pairs with every ``n`` an ``int`` in ``rows``
+        (a pandas adapter's RangeIndex), in one pass; ``False`` (nothing stored) when a key
+        is not of that form."""
         with gc_paused():
-            self._data.update(_entries(pairs, self, canonical=True))
+            batch = _entries(pairs, self, rows)
+            if batch is None:
+                return False
+            self._data.update(batch)
+        return True
 
-    def _get_many_normalized(self, ckeys: list[Any]) -> list[Metadata | None]:
-        """``get_many`` of keys in canonical form (adapters call this directly)."""
+    def _get_rows(self, keys: list[Any], rows: range) -> list[Metadata | None] | None:
+        """``get_many`` of ``("row", n)`` keys with every ``n`` an ``int`` in ``rows``, in one
+        pass; ``None`` when a key is not of that form."""
         get = self._data.get
         out: list[Metadata | None] = []
         append = out.append
         with gc_paused():
-            for ckey in ckeys:
-                entry = get(ckey)
+            for key in keys:
+                if not (
+                    type(key) is tuple
+                    and len(key) == 2
+                    and type(key[1]) is int
+                    and key[0] is _ROW
+                    and key[1] in rows
+                ):
+                    return None
+                entry = get(key)
                 if entry is None:
                     append(None)
                 elif None in entry:

@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - exercised without pandas instal
     raise MissingDependencyError.for_extra("pandas", "pandas") from exc
 
 from .._gc import gc_paused
-from ..base_store import ContextStore, Metadata, check_prefix, iter_pairs
+from ..base_store import ContextStore, Metadata, check_prefix
 from ..exceptions import (
     ContextKeyError,
     ContextSerializationError,
@@ -78,7 +78,7 @@ from ..exceptions import (
     LabelNotFoundError,
     UnsupportedKeyError,
 )
-from ..in_memory_context_store import FAST_FIELDS, InMemoryContextStore
+from ..in_memory_context_store import _ROW, FAST_FIELDS, InMemoryContextStore
 from ..keys import Key, normalize_key
 from ..values import _INT_MAX, _INT_MIN, dumps_json, loads_json
 from . import row_sets
@@ -99,10 +99,9 @@ __all__ = ["AnnotationIndexError", "PandasContextAdapter"]
 
 _KINDS = "('dataset',), ('column', name), ('row', label) or ('row', label, 'column', name)"
 _KIND_NAMES = ("row", "column", "dataset")
-# The fast paths compare identity with this interned constant: a literal "row" in user
-# code is the same object, while a numpy or runtime-built string takes the slow path
-# (which normalises it), so a key is never stored with a non-str kind.
-_ROW = "row"
+# The fast paths compare identity with this interned constant (the in-memory store's): a
+# literal "row" in user code is the same object, while a numpy or runtime-built string takes
+# the slow path (which normalises it), so a key is never stored with a non-str kind.
 # ``_annotations`` before the first row read: not known yet (``None``: known, there are none).
 _UNLOADED: Any = ()
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
@@ -329,12 +328,16 @@ class PandasContextAdapter(BaseContextAdapter):
         pairs will do; a generator is consumed with the cyclic garbage collector paused.
         """
         with gc_paused():
-            pairs = items if type(items) is list else list(iter_pairs(items))
-            fast = self._fast_pairs(pairs)
-            if fast and self._mem is not None:
-                self._mem._set_many_normalized(pairs)
-                return
-            if not fast:
+            # the pairs' shape is checked on the way (by iter_pairs, which names a bad item)
+            if type(items) is not list:
+                items = list(items.items() if isinstance(items, Mapping) else items)
+            pairs = items
+            mem = self._mem
+            if mem is not None:
+                labels = self._fast_range()
+                if labels is not None and mem._set_rows(pairs, labels):
+                    return
+            if not self._fast_pairs(pairs):
                 pairs = self._checked_pairs(pairs)
         self._store.set_many(pairs)
 
@@ -1005,11 +1008,15 @@ class PandasContextAdapter(BaseContextAdapter):
         """The metadata of each key in order (``None`` where absent), in one batch."""
         with gc_paused():
             vkeys = keys if type(keys) is list else list(keys)
-            fast = self._fast_keys(vkeys)
-            if not fast:
+            mem = self._mem
+            if mem is not None and self._annotations is None:
+                labels = self._fast_range()
+                if labels is not None:
+                    found = mem._get_rows(vkeys, labels)
+                    if found is not None:
+                        return found
+            if not self._fast_keys(vkeys):
                 vkeys = self.validate_keys(vkeys)
-            elif self._mem is not None and self._annotations is None:
-                return self._mem._get_many_normalized(vkeys)
         out = self._store.get_many(vkeys)
         if self._annotations is None:
             return out
