@@ -284,23 +284,8 @@ class PandasContextAdapter(BaseContextAdapter):
         return self._range if index is self._fast_index else None
 
     def _fast_pairs(self, pairs: list[Any]) -> bool:
-        """Whether every key of ``pairs`` is a ``("row", int)`` of the cached RangeIndex (canonical)."""
-        rng = self._fast_range()
-        if rng is None:
-            return False
-        for pair in pairs:
-            if type(pair) is not tuple or len(pair) != 2:
-                return False
-            key = pair[0]
-            if not (
-                type(key) is tuple
-                and len(key) == 2
-                and type(key[1]) is int
-                and key[0] is _ROW
-                and key[1] in rng
-            ):
-                return False
-        return True
+        """Whether ``pairs`` are pairs whose every key :meth:`_fast_keys` accepts."""
+        return all(type(p) is tuple and len(p) == 2 for p in pairs) and self._fast_keys([p[0] for p in pairs])
 
     def _fast_keys(self, keys: list[Key]) -> bool:
         """Whether every key is a ``("row", int)`` of the cached RangeIndex (canonical)."""
