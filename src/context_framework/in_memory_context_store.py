@@ -210,22 +210,33 @@ def _canonical_batch(keys: Iterable[Any]) -> list[Any]:
     return out
 
 
+class _NotRows(Exception):
+    """A pair that is not ``(("row", n), value)`` of the rows asked for, with the pairs read so far."""
+
+    def __init__(self, read: list[Any]) -> None:
+        super().__init__()
+        self.read = read
+
+
 def _entries(
-    pairs: list[Any], store: InMemoryContextStore, rows: range | None = None
-) -> dict[Any, Any] | None:
-    """``{canonical key: entry}`` for a list of ``(key, value)`` pairs, every one validated.
+    pairs: Iterable[Any], store: InMemoryContextStore, rows: range | None = None
+) -> tuple[list[Any], list[Any]]:
+    """``(canonical keys, entries)`` for ``(key, value)`` pairs, every one validated.
 
     With ``rows`` (an adapter's fast path), every key must be ``("row", n)`` with an
-    ``int`` ``n`` in ``rows``, which is canonical as it is: ``None`` as soon as one is
-    not (the caller then takes the general path). One pass over the pairs, the
-    checks inlined. The last value of a repeated key wins, as on every store.
+    ``int`` ``n`` in ``rows``, which is canonical as it is: :class:`_NotRows` as soon
+    as one is not (the caller then takes the general path). One pass over the pairs,
+    the checks inlined; two flat lists, not a dict, so that storing them is one
+    ``dict.update(zip(...))`` (in which the last value of a repeated key wins).
     """
     limit, max_size = store._fast_len, store.max_value_size
-    batch: dict[Any, Any] = {}
+    keys: list[Any] = []
+    entries: list[Any] = []
+    add_key, add_entry = keys.append, entries.append
     for pair in pairs:
         if type(pair) is not tuple or len(pair) != 2:
             if rows is not None:
-                return None
+                raise _NotRows([*zip(keys, entries), pair])
             list(iter_pairs(pairs))  # raises the error that names the item
         key, value = pair
         if rows is not None:
@@ -236,7 +247,7 @@ def _entries(
                 and key[0] is _ROW
                 and key[1] in rows
             ):
-                return None
+                raise _NotRows([*zip(keys, entries), pair])
         elif not (
             type(key) is tuple
             and len(key) == 2
@@ -263,10 +274,12 @@ def _entries(
                 if type(k) is not str or len(k) > limit or not k.isascii():
                     break
             else:
-                batch[key] = value.copy()
+                add_key(key)
+                add_entry(value.copy())
                 continue
-        batch[key] = _freeze(prepare_value(value, max_size))
-    return batch
+        add_key(key)
+        add_entry(_freeze(prepare_value(value, max_size)))
+    return keys, entries
 
 
 class _ClosedData(dict):  # type: ignore[type-arg]
@@ -429,28 +442,34 @@ class InMemoryContextStore(BaseContextStore):
         checks inlined (no call per entry on the common path).
         """
         with gc_paused():
-            batch = _entries(items if type(items) is list else list(iter_pairs(items)), self)
-            self._data.update(batch)  # type: ignore[arg-type]  # one atomic step: all or nothing
+            keys, entries = _entries(items if type(items) is list else list(iter_pairs(items)), self)
+            self._data.update(zip(keys, entries))  # one atomic step: all or nothing
 
-    def _set_rows(self, pairs: list[Any], rows: range) -> bool:
+    def _set_rows(self, pairs: Iterable[Any], rows: range) -> list[Any] | None:
         """``set_many`` of ``(("row", n), value)`` pairs with every ``n`` an ``int`` in ``rows``
-        (a pandas adapter's RangeIndex), in one pass; ``False`` (nothing stored) when a key
-        is not of that form."""
+        (a pandas adapter's RangeIndex), in one pass over ``pairs`` (a generator is not
+        first copied into a list). ``None`` when stored; when a pair is not of that form,
+        nothing is stored and every pair is returned, as a list, for the general path."""
+        items = iter(pairs)
         with gc_paused():
-            batch = _entries(pairs, self, rows)
-            if batch is None:
-                return False
-            self._data.update(batch)
-        return True
+            try:
+                keys, entries = _entries(items, self, rows)
+            except _NotRows as stop:
+                return stop.read + list(items)
+            self._data.update(zip(keys, entries))  # one atomic step: all or nothing
+        return None
 
-    def _get_rows(self, keys: list[Any], rows: range) -> list[Metadata | None] | None:
-        """``get_many`` of ``("row", n)`` keys with every ``n`` an ``int`` in ``rows``, in one
-        pass; ``None`` when a key is not of that form."""
+    def _get_rows(self, keys: Iterable[Any], rows: range) -> tuple[list[Metadata | None] | None, list[Any]]:
+        """``get_many`` of ``("row", n)`` keys with every ``n`` an ``int`` in ``rows``, in one pass
+        over ``keys``: ``(values, [])``; when a key is not of that form, ``(None, every key)``."""
         get = self._data.get
         out: list[Metadata | None] = []
         append = out.append
+        seen: list[Any] = []
+        see = seen.append
+        items = iter(keys)
         with gc_paused():
-            for key in keys:
+            for key in items:
                 if not (
                     type(key) is tuple
                     and len(key) == 2
@@ -458,7 +477,8 @@ class InMemoryContextStore(BaseContextStore):
                     and key[0] is _ROW
                     and key[1] in rows
                 ):
-                    return None
+                    return None, [*seen, key, *items]
+                see(key)
                 entry = get(key)
                 if entry is None:
                     append(None)
@@ -466,7 +486,7 @@ class InMemoryContextStore(BaseContextStore):
                     append(_thaw(entry))
                 else:
                     append(entry.copy())
-        return out
+        return out, []
 
     def get_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         data = self._data

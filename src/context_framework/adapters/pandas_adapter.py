@@ -314,14 +314,16 @@ class PandasContextAdapter(BaseContextAdapter):
         """
         with gc_paused():
             # the pairs' shape is checked on the way (by iter_pairs, which names a bad item)
-            if type(items) is not list:
-                items = list(items.items() if isinstance(items, Mapping) else items)
-            pairs = items
+            pairs = items.items() if isinstance(items, Mapping) else items
             mem = self._mem
-            if mem is not None:
-                labels = self._fast_range()
-                if labels is not None and mem._set_rows(pairs, labels):
+            labels = self._fast_range() if mem is not None else None
+            if mem is not None and labels is not None:
+                rest = mem._set_rows(pairs, labels)
+                if rest is None:
                     return
+                pairs = rest
+            elif type(pairs) is not list:
+                pairs = list(pairs)
             if not self._fast_pairs(pairs):
                 pairs = self._checked_pairs(pairs)
         self._store.set_many(pairs)
@@ -992,14 +994,14 @@ class PandasContextAdapter(BaseContextAdapter):
     def get_context_many(self, keys: Iterable[Key]) -> list[Metadata | None]:
         """The metadata of each key in order (``None`` where absent), in one batch."""
         with gc_paused():
-            vkeys = keys if type(keys) is list else list(keys)
             mem = self._mem
-            if mem is not None and self._annotations is None:
-                labels = self._fast_range()
-                if labels is not None:
-                    found = mem._get_rows(vkeys, labels)
-                    if found is not None:
-                        return found
+            labels = self._fast_range() if mem is not None and self._annotations is None else None
+            if mem is not None and labels is not None:
+                found, vkeys = mem._get_rows(keys, labels)
+                if found is not None:
+                    return found
+            else:
+                vkeys = keys if type(keys) is list else list(keys)
             if not self._fast_keys(vkeys):
                 vkeys = self.validate_keys(vkeys)
         out = self._store.get_many(vkeys)
