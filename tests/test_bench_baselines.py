@@ -161,3 +161,21 @@ def test_the_read_back_check_reads_the_backend_not_the_cache(tmp_path: Path, df:
             check_read_back(client, 50, "hand-written buffer")  # ...the table does not
     finally:
         conn.close()
+
+
+def test_a_redis_bench_target_leaves_no_key_behind(redis_url: str) -> None:
+    """Whatever namespaces a run used (adapters with name=...), its keys go when it ends."""
+    import redis
+
+    from context_framework.bench.targets import open_target
+
+    with open_target("redis", redis_url) as store:
+        prefix = store._config()["prefix"]
+        store.set(("row", 1), {"a": 1})
+        store.with_namespace("dataset-a").set(("row", 1), {"a": 2})
+        store.with_namespace("dataset-a/sub").set(("row", 1), {"a": 3})
+    client = redis.Redis.from_url(redis_url.partition("?")[0])
+    try:
+        assert list(client.scan_iter(match=prefix.replace("*", "\\*") + "*")) == []
+    finally:
+        client.close()

