@@ -321,11 +321,12 @@ class PandasContextAdapter(BaseContextAdapter):
                 rest = mem._set_rows(pairs, labels)
                 if rest is None:
                     return
-                pairs = rest
-            elif type(pairs) is not list:
-                pairs = list(pairs)
-            if not self._fast_pairs(pairs):
-                pairs = self._checked_pairs(pairs)
+                pairs = self._checked_pairs(rest)  # some key is not a ("row", n) of the index
+            else:
+                if type(pairs) is not list:
+                    pairs = list(pairs)
+                if not self._fast_pairs(pairs):
+                    pairs = self._checked_pairs(pairs)
         self._store.set_many(pairs)
 
     def _set_range_cache(self, index: pd.RangeIndex) -> None:
@@ -1000,10 +1001,11 @@ class PandasContextAdapter(BaseContextAdapter):
                 found, vkeys = mem._get_rows(keys, labels)
                 if found is not None:
                     return found
+                vkeys = self.validate_keys(vkeys)  # some key is not a ("row", n) of the index
             else:
                 vkeys = keys if type(keys) is list else list(keys)
-            if not self._fast_keys(vkeys):
-                vkeys = self.validate_keys(vkeys)
+                if not self._fast_keys(vkeys):
+                    vkeys = self.validate_keys(vkeys)
         out = self._store.get_many(vkeys)
         if self._annotations is None:
             return out

@@ -319,7 +319,7 @@ class BufferedStore(WrapperStore):
         if entry is None:
             entry = _freeze(prepare_value(value, self.max_value_size))
         if not self._try_put(ckey, key, entry):
-            self._set_entry(ckey, entry, key)
+            self._put_waiting(ckey, key, entry)
 
     def _set_entry(self, ckey: Any, entry: Any, key: Any = None) -> None:
         """``set`` of a validated, private, never-mutated entry (the in-memory store's form:
@@ -328,8 +328,11 @@ class BufferedStore(WrapperStore):
         has run this store's checks (``write_checks(self)``, which are the inner store's)."""
         if key is None or key is _MISSING:
             key = ckey if type(ckey) is not bytes else _original(ckey)
-        if self._try_put(ckey, key, entry):
-            return
+        if not self._try_put(ckey, key, entry):
+            self._put_waiting(ckey, key, entry)
+
+    def _put_waiting(self, ckey: Any, key: Key, entry: Any) -> None:
+        """Buffer an entry that :meth:`_try_put` could not: report a failure, or wait for room."""
         self._check_usable()
         buf = self._buf
         with buf.lock:
