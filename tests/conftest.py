@@ -11,10 +11,13 @@ marker ``quick``: ``python -m pytest -m quick`` is the newcomer's fast subset.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
+from context_framework.testing import servers
 from context_framework.testing.fixtures import (
+    IN_CI,
     mysql_url,
     postgres_url,
     redis_cluster_url,
@@ -23,6 +26,18 @@ from context_framework.testing.fixtures import (
 )
 
 __all__ = ["mysql_url", "postgres_url", "redis_cluster_url", "redis_url", "unique_name"]
+
+@pytest.fixture
+def restartable() -> Iterator[servers.RestartableRedis]:
+    """A throwaway Redis server of this test's own, which it may stop and start again."""
+    try:
+        with servers.restartable_redis() as server:
+            yield server
+    except servers.ServerUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true but no Redis server could be started: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
 
 #: Fixtures that stand for a server (a test asking for one, directly or through another fixture).
 _SERVER_FIXTURES = {

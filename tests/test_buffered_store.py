@@ -285,17 +285,6 @@ def test_a_forked_child_does_not_resend_the_parents_buffer(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- failures, real servers
 
 
-@pytest.fixture
-def restartable() -> Iterator[servers.RestartableRedis]:
-    try:
-        with servers.restartable_redis() as server:
-            yield server
-    except servers.ServerUnavailable as exc:
-        if _IN_CI:
-            pytest.fail(f"CI=true but no Redis server could be started: {exc}", pytrace=False)
-        pytest.skip(str(exc))
-
-
 def test_loses_nothing_when_the_server_restarts_during_a_run(restartable: servers.RestartableRedis) -> None:
     """A writer keeps going while the server is down for a few seconds, then everything is there."""
     store = open_store(restartable.url, buffer=200, flush_interval=0.05)

@@ -258,15 +258,6 @@ def test_close_reports_refused_writes_and_still_closes() -> None:
 # --------------------------------------------------------------------------- truthful messages
 
 
-@pytest.fixture
-def restartable() -> Iterator[servers.RestartableRedis]:
-    try:
-        with servers.restartable_redis() as server:
-            yield server
-    except servers.ServerUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.servers
 def test_a_transient_failure_says_how_often_it_was_tried(restartable: servers.RestartableRedis) -> None:
     store = BufferedStore(open_store(restartable.url, retries=0), flush_interval=None, retry_timeout=1.0)

@@ -7,7 +7,8 @@ import pytest
 from context_framework.db_store import DBContextStore
 from context_framework.exceptions import ContextValueTooLargeError, ContextWritesRefusedError
 from context_framework.wrappers import BufferedStore
-from test_db_store import _drop, _raw
+from test_db_lost_reply import _max_allowed_packet
+from test_db_store import _drop
 
 
 @pytest.fixture
@@ -17,21 +18,11 @@ def big_store(mysql_url: str, unique_name: str):  # type: ignore[no-untyped-def]
     _drop(mysql_url, unique_name)
 
 
-def _packet_limit(url: str) -> int:
-    conn = _raw(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT @@max_allowed_packet")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
-
-
 @pytest.mark.servers
 def test_a_value_over_max_allowed_packet_is_too_large_and_the_store_goes_on(
     big_store: DBContextStore, mysql_url: str
 ) -> None:
-    huge = {"blob": "x" * (_packet_limit(mysql_url) + 1024)}
+    huge = {"blob": "x" * (_max_allowed_packet(mysql_url) + 1024)}
     big_store.set(("row", 0), {"ok": 1})
     for write in (
         lambda: big_store.set(("row", 1), huge),
@@ -49,7 +40,7 @@ def test_a_value_over_max_allowed_packet_is_too_large_and_the_store_goes_on(
 def test_a_buffer_splits_off_the_write_the_server_refuses_as_too_large(
     big_store: DBContextStore, mysql_url: str
 ) -> None:
-    huge = {"blob": "x" * (_packet_limit(mysql_url) + 1024)}
+    huge = {"blob": "x" * (_max_allowed_packet(mysql_url) + 1024)}
     buffer = BufferedStore(big_store, max_items=100, flush_interval=None, retry_timeout=60, close_inner=False)
     for i in range(50):
         buffer.set(("row", i), {"i": i})
