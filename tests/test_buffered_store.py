@@ -30,8 +30,6 @@ from context_framework.base_store import BaseContextStore
 from context_framework.testing import StoreTests, make_state_machine_test, servers
 from context_framework.wrappers import BufferedStore, unwrap
 
-_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 def _wait_for(predicate: Any, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
